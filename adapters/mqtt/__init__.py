@@ -1,0 +1,1 @@
+"""MQTT source with JSON payloads (aiomqtt). See README.md and sample.toml."""

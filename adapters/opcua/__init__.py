@@ -1,0 +1,1 @@
+"""OPC UA source (asyncua): subscriptions or polling, security, browse. See README.md and sample.toml."""

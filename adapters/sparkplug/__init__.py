@@ -1,0 +1,1 @@
+"""Sparkplug B host application (MQTT + protobuf). See README.md and sample.toml."""

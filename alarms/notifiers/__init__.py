@@ -1,0 +1,1 @@
+"""Notification channels. Only this package may import httpx (import-linter contract)."""

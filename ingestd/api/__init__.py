@@ -1,0 +1,1 @@
+"""Query API (HTTP + WebSocket) — see ingestd/api/app.py."""

@@ -1,0 +1,192 @@
+"""Command line: ``ingestd run | check-config | migrate | browse | demo | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from adapters.registry import REGISTRY
+
+from . import __version__
+from .config.load import IngestdConfig, load_config, warnings
+from .errors import ConfigError, StorageError
+from .logs import setup_logging
+
+__all__ = ["main"]
+
+log = logging.getLogger("ingestd")
+
+
+def _load(path: str) -> IngestdConfig:
+    return load_config(Path(path), REGISTRY)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    tags_by_proto: Counter[str] = Counter()
+    sources_by_proto: Counter[str] = Counter()
+    for s in cfg.sources:
+        sources_by_proto[s.protocol] += 1
+        tags_by_proto[s.protocol] += len(s.tags)
+    print(f"{args.config}: configuration OK")
+    print(f"  tenants: {len(cfg.tenants)} ({', '.join(t.slug for t in cfg.tenants)})")
+    print(f"  sources: {len(cfg.sources)}")
+    for proto in sorted(sources_by_proto):
+        print(f"    {proto:10s} {sources_by_proto[proto]:4d} source(s) {tags_by_proto[proto]:6d} configured tag(s)")
+    extra = getattr(cfg.alarms, "summary", None)
+    if callable(extra):
+        print(f"  alarms: {extra()}")
+    findings = warnings(cfg)
+    if findings:
+        print(f"  {len(findings)} warning(s):")
+        for w in findings:
+            print(f"    {w}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    d = cfg.daemon
+    setup_logging(args.log_format or d.log_format, d.log_level, d.log_levels)
+    from .daemon import Daemon
+    from .extensions import default_extensions
+
+    async def main() -> None:
+        daemon = Daemon(cfg, REGISTRY, config_path=Path(args.config), extensions=default_extensions(cfg))
+        await daemon.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging("text", "warning")
+    from .storage.migrate import migrate
+    from .storage.pool import TenantDb
+
+    tenants = [t for t in cfg.tenants if args.tenant in (None, t.slug)]
+    if not tenants:
+        print(f"unknown tenant {args.tenant!r}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        failed = 0
+        for t in tenants:
+            db = TenantDb(t.slug, t.dsn, t.pool, application_name="ingestd-migrate")
+            try:
+                async with db.connection() as conn:
+                    report = await migrate(conn, t.storage)
+                print(f"{t.slug}: {report.describe()}")
+            except StorageError as exc:
+                print(f"{t.slug}: FAILED: {exc}", file=sys.stderr)
+                failed += 1
+            finally:
+                await db.close()
+        return 1 if failed else 0
+
+    return asyncio.run(run())
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module("adapters.opcua.browse")
+    except ImportError:
+        print("the OPC UA adapter is not available", file=sys.stderr)
+        return 2
+    return int(module.browse_cli(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module("ingestd.demo")
+    except ImportError:
+        print("the demo is not available in this build", file=sys.stderr)
+        return 2
+    return int(module.run_demo(args))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .auth import hash_token, new_token
+
+    if args.action == "new":
+        token = new_token(args.tenant)
+        print(f"token: {token}")
+        print(f"hash:  {hash_token(token)}")
+    else:
+        print(hash_token(sys.stdin.readline().strip() if args.token == "-" else args.token))  # noqa: S105
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ingestd", description="WellOS SCADA ingestion and alarm engine")
+    p.add_argument("--version", action="version", version=f"ingestd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("-c", "--config", required=True)
+    r.add_argument("--log-format", choices=["text", "json"])
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a configuration file and print a summary")
+    c.add_argument("config", nargs="?")
+    c.add_argument("-c", "--config", dest="config_opt")
+    c.set_defaults(func=cmd_check_config)
+
+    m = sub.add_parser("migrate", help="create/upgrade the schema of tenant databases and report their tier")
+    m.add_argument("-c", "--config", required=True)
+    m.add_argument("--tenant")
+    m.set_defaults(func=cmd_migrate)
+
+    b = sub.add_parser("browse", help="browse an OPC UA server and print a tag config")
+    b.add_argument("endpoint")
+    b.add_argument("--depth", type=int, default=6)
+    b.add_argument("--filter", dest="pattern")
+    b.add_argument("--username")
+    b.add_argument("--password", help="password or env:/file: reference")
+    b.add_argument("--security", default="None", help="e.g. Basic256Sha256,SignAndEncrypt")
+    b.add_argument("--cert")
+    b.add_argument("--key")
+    b.add_argument("--server-cert")
+    b.set_defaults(func=cmd_browse)
+
+    d = sub.add_parser("demo", help="local database + simulated well field + daemon + API")
+    d.add_argument("--workdir", default=".demo")
+    d.add_argument("--wells", type=int, default=20)
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("token", help="API bearer tokens")
+    t.add_argument("action", choices=["new", "hash"])
+    t.add_argument("token", nargs="?", default="-")
+    t.add_argument("--tenant", default="")
+    t.set_defaults(func=cmd_token)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        args.config = args.config or args.config_opt
+        if not args.config:
+            print("check-config: give the configuration file", file=sys.stderr)
+            return 2
+    rc: int = args.func(args)
+    return rc

@@ -1,0 +1,12 @@
+"""Which optional parts of the daemon start for a configuration (query API, alarm engine, leases)."""
+
+from __future__ import annotations
+
+from .config.load import IngestdConfig
+from .daemon import Extension
+
+__all__ = ["default_extensions"]
+
+
+def default_extensions(cfg: IngestdConfig) -> list[Extension]:
+    return []

@@ -1,0 +1,1 @@
+"""The pipeline: routing, filtering, live cache, per-tenant inbox/batcher/writer, supervision."""

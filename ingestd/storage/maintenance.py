@@ -1,0 +1,81 @@
+"""Maintenance jobs run by each tenant's pipeline (DESIGN §4): one loop drives partitions,
+retention, rollup refresh and compression on every tier, instead of TimescaleDB's job scheduler.
+
+A job is due every ``interval`` seconds and runs only while the tenant database is reachable;
+errors are logged and the job retried at its next interval. ``default_jobs`` lists what runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config.model import TenantConfig
+from .migrate import Tier
+from .partitions import drop_expired_partitions, ensure_partitions
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["MaintenanceJob", "PartitionsAhead", "RawRetention", "default_jobs"]
+
+log = logging.getLogger(__name__)
+
+_DAY_US = 86_400_000_000
+LEDGER_KEEP_S = 7 * 86400.0
+"""How long the batch ledger (and so the change-feed history) is kept."""
+
+
+class MaintenanceJob(Protocol):
+    name: str
+    interval: float
+
+    async def run(self, conn: asyncpg.Connection, tier: Tier, cfg: TenantConfig, now_us: int) -> dict[str, Any]:
+        """Do one round; return facts worth logging (may be empty). A ``lag_seconds`` entry
+        (resolution → seconds) is exported as ``ingestd_rollup_refresh_lag_seconds``."""
+
+
+class PartitionsAhead:
+    """Plain PostgreSQL: daily partitions from yesterday to ``partitions_ahead`` days ahead."""
+
+    name = "partitions"
+    interval = 3600.0
+
+    async def run(self, conn: asyncpg.Connection, tier: Tier, cfg: TenantConfig, now_us: int) -> dict[str, Any]:
+        if tier is not Tier.POSTGRES:
+            return {}
+        created = await ensure_partitions(conn, now_us - _DAY_US, now_us + cfg.storage.partitions_ahead * _DAY_US)
+        return {"created": created} if created else {}
+
+
+class RawRetention:
+    """Drop raw readings older than ``retention.raw`` (whole chunks/partitions) and trim the ledger."""
+
+    name = "retention"
+    interval = 3600.0
+
+    async def run(self, conn: asyncpg.Connection, tier: Tier, cfg: TenantConfig, now_us: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        keep = cfg.retention.raw
+        if keep is not None:
+            cutoff_us = now_us - int(keep * 1e6)
+            if tier is Tier.POSTGRES:
+                dropped = await drop_expired_partitions(conn, cutoff_us)
+            else:
+                cutoff = dt.datetime.fromtimestamp(cutoff_us / 1e6, dt.UTC)
+                rows = await conn.fetch("SELECT drop_chunks('readings', older_than => $1::timestamptz)", cutoff)
+                dropped = [str(r[0]) for r in rows]
+            if dropped:
+                out["dropped"] = dropped
+        ledger_cutoff = dt.datetime.fromtimestamp((now_us - int(LEDGER_KEEP_S * 1e6)) / 1e6, dt.UTC)
+        res = await conn.execute("DELETE FROM ingest_batches WHERE committed_at < $1", ledger_cutoff)
+        n = int(res.split()[-1]) if res else 0
+        if n:
+            out["ledger_rows_deleted"] = n
+        return out
+
+
+def default_jobs(cfg: TenantConfig) -> list[MaintenanceJob]:
+    """The maintenance jobs of one tenant, in the order they run."""
+    return [PartitionsAhead(), RawRetention()]
