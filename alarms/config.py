@@ -121,6 +121,8 @@ class AlarmDefaults(Frozen):
     """Send an update when an alarm is acknowledged."""
     link_ttl: Duration = 24 * 3600.0
     """Validity of the signed Acknowledge links in cards."""
+    max_clock_skew: Duration = 300.0
+    """Samples stamped further ahead of the engine clock are not evaluated (see ``rules.admissible``)."""
 
 
 class AlarmsConfig(Frozen):
@@ -147,6 +149,15 @@ class AlarmsConfig(Frozen):
         if "asset" not in rx.groupindex:
             raise ValueError("needs a named group (?P<asset>...)")
         return v
+
+    def summary(self) -> str:
+        """One line for ``ingestd check-config``."""
+        if not self.enabled:
+            return "disabled"
+        kinds = Counter(r.kind for r in self.rules)
+        rules = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+        return (f"{len(self.rules)} rule(s) ({rules}), {len(self.suppression_groups)} suppression group(s), "
+                f"{len(self.routes)} route(s)")
 
     # ------------------------------------------------------------------------------------------ lookups
     def policy_for(self, tenant: str) -> AlarmDefaults:

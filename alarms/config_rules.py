@@ -21,6 +21,7 @@ from ingestd.config.types import Duration, Identifier, Slug
 
 __all__ = [
     "PRIORITY_NAMES",
+    "RULE_KINDS",
     "BadQualityRule",
     "CommLossRule",
     "DeviationRule",
@@ -213,6 +214,9 @@ class CommLossRule(_RuleBase):
     """Ride through short reconnects."""
     off_delay: Duration = 0.0
 
+
+RULE_KINDS: tuple[str, ...] = ("limit", "deviation", "rate", "digital", "discrepancy", "bad_quality", "comm_loss")
+"""Values of the ``kind`` discriminator (for loaders that want to drop it from error key paths)."""
 
 Rule = Annotated[
     LimitRule | DeviationRule | RateRule | DigitalRule | DiscrepancyRule | BadQualityRule | CommLossRule,

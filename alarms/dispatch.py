@@ -28,7 +28,7 @@ from fnmatch import fnmatchcase
 from .config import AlarmsConfig, FloodPolicy, Route
 from .config_rules import PRIORITY_NAMES
 from .model import IntentKind, NotificationIntent, us
-from .nuisance import FloodDetector
+from .nuisance import FloodDetector, FloodTransition
 
 __all__ = ["Delivery", "Dispatcher", "Dropped", "FloodSummary", "Silence"]
 
@@ -131,14 +131,15 @@ class Dispatcher:
 
     # ------------------------------------------------------------------------------------------ input
     def submit(self, i: NotificationIntent, now: int) -> list[Delivery]:
-        out = self._flood_count(i, now)
-        fl = self._floods.get(i.tenant)
-        if fl is not None and fl.detector.in_flood and i.priority.value not in self._policy(i.tenant).bypass:
-            fl.held += 1
-            fl.by_priority[i.priority.value] += 1
-            fl.top[i.tag] += 1
-            fl.dirty = True
-            self.dropped.append(Dropped(i, "flood"))
+        fl, transitions = self._flood_count(i)
+        held = fl is not None and fl.detector.in_flood and i.priority.value not in self._policy(i.tenant).bypass
+        if held and fl is not None:
+            self._hold(fl, i, "")
+        out: list[Delivery] = []
+        if fl is not None:
+            for tr in transitions:  # the held intent is already part of the first summary
+                out += self._summary(i.tenant, fl, now if tr.started else tr.at, active=tr.started)
+        if held:
             return out
         route = self._route(i)
         if route is None:
@@ -186,25 +187,29 @@ class Dispatcher:
     def _interval(self, tenant: str) -> int:
         return us(self._policy(tenant).summary_interval)
 
-    def _flood_count(self, i: NotificationIntent, now: int) -> list[Delivery]:
-        if not i.annunciation:
-            return []
+    def _flood_count(self, i: NotificationIntent) -> tuple[_Flood | None, list[FloodTransition]]:
         fl = self._floods.get(i.tenant)
+        if not i.annunciation:
+            return fl, []
         if fl is None:
             p = self._policy(i.tenant)
             fl = self._floods[i.tenant] = _Flood(FloodDetector(i.tenant, start=p.start, end=p.end,
                                                                window_us=us(p.window)))
-        out: list[Delivery] = []
-        for tr in fl.detector.annunciated(i.at):
+        transitions = fl.detector.annunciated(i.at)
+        for tr in transitions:
             if tr.started:
                 fl.since, fl.held, fl.sequence, fl.dirty = tr.at, 0, 0, False
                 fl.by_priority.clear()
                 fl.top.clear()
                 self._absorb_pending(i.tenant, fl)
-                out += self._summary(i.tenant, fl, now, active=True)
-            else:
-                out += self._summary(i.tenant, fl, tr.at, active=False)
-        return out
+        return fl, transitions
+
+    def _hold(self, fl: _Flood, i: NotificationIntent, route: str) -> None:
+        fl.held += 1
+        fl.by_priority[i.priority.value] += 1
+        fl.top[i.tag] += 1
+        fl.dirty = True
+        self.dropped.append(Dropped(i, "flood", route))
 
     def _absorb_pending(self, tenant: str, fl: _Flood) -> None:
         """Pending (unsent) intents of the tenant join the flood summary instead of going out one by one."""
@@ -217,10 +222,7 @@ class Dispatcher:
                 if p.priority.value in bypass:
                     keep.append(p)
                 else:
-                    fl.held += 1
-                    fl.by_priority[p.priority.value] += 1
-                    fl.top[p.tag] += 1
-                    self.dropped.append(Dropped(p, "flood", g.route.name))
+                    self._hold(fl, p, g.route.name)
             g.pending = keep
 
     def _flood_route(self, tenant: str) -> Route | None:
@@ -249,8 +251,9 @@ class Dispatcher:
         same = [p for p in g.pending if p.event_id == i.event_id]
         raised = any(p.kind is IntentKind.RAISE for p in same)
         acked = i.reason == "acknowledged"
-        if raised and (i.kind is IntentKind.RESOLVE and not acked):
-            self._drop_event(g, i, "resolved before it was sent (fleeting)")
+        cleared = (i.kind is IntentKind.RESOLVE and not acked) or i.reason == "returned_unacked"
+        if raised and cleared:
+            self._drop_event(g, i, "returned to normal before it was sent (fleeting)")
             return
         if raised and acked and route.on_ack_before_send == "drop":
             self._drop_event(g, i, "acknowledged before it was sent")

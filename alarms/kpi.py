@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .model import US, EventKind, JournalEvent
 from .nuisance import fleeting_episodes, flood_intervals
@@ -62,6 +63,12 @@ class KpiReport:
     top10_share: float
     priority_pct: dict[str, float] = field(default_factory=dict)
     unauthorized: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (what the query API's ``/alarms/kpis`` returns)."""
+        d = asdict(self)
+        d["top10"] = [{"alarm_id": a, "count": n} for a, n in self.top10]
+        return d
 
 
 def _pct(n: float, d: float) -> float:

@@ -40,6 +40,7 @@ __all__ = [
     "RateEvaluator",
     "RateParams",
     "Sample",
+    "admissible",
 ]
 
 _LEVEL_ORDER: Final = (Level.HIHI, Level.LOLO, Level.HI, Level.LO)
@@ -59,6 +60,13 @@ class Sample:
     def usable(self) -> bool:
         """GOOD/UNCERTAIN with a finite value."""
         return self.quality != Quality.BAD and math.isfinite(self.value)
+
+
+def admissible(sample: Sample, now: int, max_future_us: int) -> bool:
+    """Whether the engine should feed ``sample`` at ``now``: a timestamp further than ``max_future_us`` ahead
+    of the engine clock (device clock skew) would make every later, correct sample look out of order, so such
+    samples are dropped (and counted) before evaluation. Old timestamps are fine: ordering is per input."""
+    return sample.ts <= now + max_future_us
 
 
 class Evaluator(Protocol):
@@ -213,6 +221,35 @@ class LimitEvaluator:
             flips += [(t, lv, out) for t, out in self._deb[lv].feed(raw, now, p.on_delay_us, p.off_delay_us)]
         self._last_value = v
         return self._apply(flips, held_value=held, at_now=now)
+
+    def quiet_range(self) -> tuple[float, float]:
+        """Closed interval of GOOD values whose sample would change nothing but the last timestamp/value
+        (no level flips, no delay started or cancelled): the engine's vectorised fast path skips
+        :meth:`update` for them and calls :meth:`note` instead. ``lo > hi``: no such value."""
+        lo, hi = -math.inf, math.inf
+        for lv, p in self._limits.items():
+            d, h = self._deb[lv], self._hyst[lv]
+            if d.pending_since is not None or d.out != h:
+                return math.inf, -math.inf
+            if lv.direction > 0:
+                if h:  # stays active while v >= sp - deadband (or enters) -> strictly above is safe
+                    lo = max(lo, math.nextafter(p.setpoint - p.deadband if p.deadband > 0 else p.setpoint, math.inf))
+                else:  # stays normal while v < sp
+                    hi = min(hi, math.nextafter(p.setpoint, -math.inf))
+            elif h:
+                hi = min(hi, math.nextafter(p.setpoint + p.deadband if p.deadband > 0 else p.setpoint, -math.inf))
+            else:
+                lo = max(lo, math.nextafter(p.setpoint, math.inf))
+        return lo, hi
+
+    def note(self, role: str, ts: int, value: float) -> None:
+        """Apply a quiet sample (see :meth:`quiet_range`): only the last timestamp and value change."""
+        if self._last_ts is None or ts > self._last_ts:
+            self._last_ts, self._last_value = ts, value
+
+    @property
+    def last_ts(self) -> int | None:
+        return self._last_ts
 
     def tick(self, now: int) -> list[Condition]:
         flips: list[tuple[int, Level, bool]] = []

@@ -74,6 +74,29 @@ class _BoolEvaluator:
     def tick(self, now: int) -> list[Condition]:
         return self._emit(self._deb.advance_list(now, self.params.on_delay_us, self.params.off_delay_us))
 
+    def quiet_range(self) -> tuple[float, float]:
+        """Closed interval of GOOD values that change nothing but the last sample (engine fast path);
+        ``lo > hi``: none. Only meaningful for single-input evaluators; the default is "none"."""
+        return math.inf, -math.inf
+
+    def _quiet(self) -> bool:
+        return self._deb.pending_since is None and not self._deb.out and not self._cur.active
+
+    def note(self, role: str, ts: int, value: float) -> None:
+        """Apply a quiet GOOD sample (see :meth:`quiet_range`)."""
+        prev = self._last.get(role)
+        if prev is None or ts > prev.ts:
+            self._last[role] = Sample(ts, value)
+            self._value = self._noted_value(value)
+
+    def _noted_value(self, value: float) -> float:
+        return value
+
+    @property
+    def last_ts(self) -> int | None:
+        ts = [s.ts for s in self._last.values()]
+        return max(ts) if ts else None
+
     def next_deadline(self) -> int | None:
         return self._deb.due(self.params.on_delay_us, self.params.off_delay_us)
 
@@ -103,6 +126,9 @@ class DigitalEvaluator(_BoolEvaluator):
 
     def _limit(self) -> float | None:
         return self.normal
+
+    def quiet_range(self) -> tuple[float, float]:
+        return (self.normal, self.normal) if self._quiet() else (math.inf, -math.inf)
 
     def update(self, role: str, sample: Sample, now: int) -> list[Condition]:
         if not self._accept(role, sample):
@@ -148,6 +174,12 @@ class BadQualityEvaluator(_BoolEvaluator):
         super().__init__(params)
         self.include_uncertain = include_uncertain
 
+    def quiet_range(self) -> tuple[float, float]:
+        return (-math.inf, math.inf) if self._quiet() else (math.inf, -math.inf)
+
+    def _noted_value(self, value: float) -> float:
+        return float(Quality.GOOD)
+
     def update(self, role: str, sample: Sample, now: int) -> list[Condition]:
         if not self._accept(role, sample):
             return []
@@ -189,6 +221,13 @@ class CommLossEvaluator(_BoolEvaluator):
             self._last_seen = max(self._last_seen, now)
             self._stale = False
         return out + self._feed(self._down or self._stale, now)
+
+    def resume(self, now: int) -> None:
+        """After a restart (the snapshot is restored): the source gets a full stale period from ``now`` to
+        deliver again; the debounced output (an active comm-loss alarm) is kept until data or status says
+        otherwise."""
+        self._last_seen = max(self._last_seen, now)
+        self._stale = False
 
     def _stale_at(self) -> int | None:
         if self.stale_us is None or self._stale or self._down:

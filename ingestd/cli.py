@@ -1,4 +1,8 @@
-"""Command line: ``ingestd run | check-config | migrate | browse | demo | token``."""
+"""Command line: ``ingestd run | check-config | migrate | browse | demo | token``.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage (the systemd unit sets
+``RestartPreventExitStatus=2`` so a broken config file does not restart-loop).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,14 @@ log = logging.getLogger("ingestd")
 
 
 def _load(path: str) -> IngestdConfig:
-    return load_config(Path(path), REGISTRY)
+    """Load, validate and cross-check a config file (raises ConfigError with every problem)."""
+    from .reload import config_problems
+
+    cfg = load_config(Path(path), REGISTRY)
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems, file=path)
+    return cfg
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -46,7 +57,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     extra = getattr(cfg.alarms, "summary", None)
     if callable(extra):
         print(f"  alarms: {extra()}")
-    findings = warnings(cfg)
+    from .leases import needs_lease
+
+    leased = [s.name for s in cfg.sources if s.enabled and needs_lease(s, cfg.coordination)]
+    if leased:
+        print(f"  leased through the coordination database: {', '.join(leased)}")
+    findings = warnings(cfg) + cfg.alarms.warnings([t.slug for t in cfg.tenants])
     if findings:
         print(f"  {len(findings)} warning(s):")
         for w in findings:
@@ -61,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     d = cfg.daemon
-    setup_logging(args.log_format or d.log_format, d.log_level, d.log_levels)
+    setup_logging(args.log_format or d.log_format, args.log_level or d.log_level, d.log_levels)
     from .daemon import Daemon
     from .extensions import default_extensions
 
@@ -69,7 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon = Daemon(cfg, REGISTRY, config_path=Path(args.config), extensions=default_extensions(cfg))
         await daemon.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OSError as exc:  # e.g. the metrics or API port is taken: say so without a traceback
+        log.critical("ingestd cannot start: %s", exc)
+        return 1
     return 0
 
 
@@ -143,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("-c", "--config", required=True)
-    r.add_argument("--log-format", choices=["text", "json"])
+    r.add_argument("--log-format", choices=["text", "json"], help="override daemon.log_format")
+    r.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a configuration file and print a summary")
@@ -169,8 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_browse)
 
     d = sub.add_parser("demo", help="local database + simulated well field + daemon + API")
-    d.add_argument("--workdir", default=".demo")
-    d.add_argument("--wells", type=int, default=20)
+    d.add_argument("--workdir", default=".demo", help="database, broker, state and logs (reused; default .demo)")
+    d.add_argument("--wells", type=int, default=20, help="simulated wells (default 20)")
+    d.add_argument("--api-port", type=int, default=8080, help="query API port (another free one if taken)")
+    d.add_argument("--metrics-port", type=int, default=9108, help="/metrics port (another free one if taken)")
+    d.add_argument("--duration", type=float, help="run this many seconds, check that data arrived, stop "
+                   "(exit 0 when it did: the CI form of the demo)")
+    d.add_argument("--seed", type=int, default=1, help="random seed of the simulated field")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("token", help="API bearer tokens")

@@ -1,8 +1,10 @@
-"""The ingestd process: tenants, sources, router, metrics, signals, reload (DESIGN §1, §5, §8).
+"""The ingestd process: tenants, sources, router, leases, metrics, signals, reload (DESIGN §1, §5, §8, §9).
 
 One event loop and one task tree: a task per tenant sink, a task per source connection. SIGTERM
-stops the sources, flushes every inbox to the database (or the spool) and exits; SIGHUP reloads
-the configuration without touching unchanged sources and without dropping buffered data.
+stops the sources, flushes every inbox to the database (or the spool) and exits; SIGHUP validates
+the configuration file and applies only what changed (:meth:`Daemon.apply_config`), without
+touching unaffected sources and without dropping buffered data. systemd is told READY, RELOADING,
+STOPPING and fed WATCHDOG pings from a task of its own, so a stuck event loop is detected.
 """
 
 from __future__ import annotations
@@ -11,112 +13,48 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import orjson
+from prometheus_client import Gauge
 
+from . import __version__
 from .config.base import SourceConfig, TagConfig
 from .config.load import IngestdConfig, load_config
-from .config.types import TAG_RE
-from .errors import ConfigError, PayloadError
+from .config.model import TenantConfig
+from .errors import ConfigError
+from .gctune import freeze_long_lived
+from .leases import LeaseManager
+from .logs import apply_levels
 from .metrics import Metrics, MetricsServer
-from .model import Batch, now_us
 from .pipeline.router import Router, SourceRoute
-from .pipeline.supervisor import SourceRunner
+from .pipeline.supervisor import RunState, SourceRunner
 from .pipeline.tags import TagMeta
 from .pipeline.tenant import TenantPipeline
-from .ports import AdapterRegistry, Point, SourceContext
+from .ports import AdapterRegistry, Point
+from .reload import config_problems, restart_only_changes, restart_reason, secret_fingerprint
 from .sdnotify import SdNotifier
-from .storage.store import DeadLetter, Outage
+from .sources import SourceHandle, SourceStatusImpl, make_context, mark_stale
 
-__all__ = ["Daemon", "Extension"]
+__all__ = ["Daemon", "Extension", "config_problems", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
-_TAG_PATTERN = re.compile(TAG_RE)
-_MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
-
 
 class Extension(Protocol):
-    """Something started with the daemon (alarm engine, query API, lease manager)."""
+    """Something started with the daemon (alarm engine, query API)."""
 
     async def start(self, daemon: Daemon) -> None: ...
 
     async def stop(self) -> None: ...
 
-    async def reload(self, daemon: Daemon, old: IngestdConfig) -> None: ...
-
-
-class _Status:
-    """SourceStatus for one source: logs once per transition, marks tags stale, records outages."""
-
-    def __init__(self, daemon: Daemon, handle: _SourceHandle) -> None:
-        self._d = daemon
-        self._h = handle
-
-    def up(self, device: str = "") -> None:
-        h = self._h
-        if h.runner is not None:
-            h.runner.healthy()
-        was = h.device_up.get(device)
-        h.device_up[device] = True
-        self._d.metrics.source_up.labels(h.name, device).set(1)
-        if was is False:
-            log.info("source %s%s is back", h.name, f" device {device}" if device else "")
-            for t in h.route.tenants:
-                t.record_outage(Outage(h.name, device, now_us(), down=False, instance=self._d.instance))
-
-    def down(self, reason: str, device: str = "", points: Iterable[int] | None = None) -> None:
-        h = self._h
-        was = h.device_up.get(device)
-        h.device_up[device] = False
-        self._d.metrics.source_up.labels(h.name, device).set(0)
-        sel = None if points is None else np.fromiter(points, dtype=np.int32)
-        for t in h.route.tenants:
-            keys = h.route.keys_for(t, sel)
-            t.registry.stale[keys] = True
-        if was is not False:
-            log.warning("source %s%s is down: %s", h.name, f" device {device}" if device else "", reason)
-            for t in h.route.tenants:
-                t.record_outage(Outage(h.name, device, now_us(), down=True, reason=reason, instance=self._d.instance))
-
-
-class _Metrics:
-    def __init__(self, m: Metrics, source: str) -> None:
-        self._events = m.source_events
-        self._req = m.source_request
-        self._gauge = m.source_gauge
-        self._s = source
-
-    def count(self, event: str, n: int = 1) -> None:
-        self._events.labels(self._s, event).inc(n)
-
-    def observe(self, op: str, seconds: float) -> None:
-        self._req.labels(self._s, op).observe(seconds)
-
-    def gauge(self, name: str, value: float) -> None:
-        self._gauge.labels(self._s, name).set(value)
-
-
-@dataclass
-class _SourceHandle:
-    cfg: SourceConfig
-    route: SourceRoute
-    runner: SourceRunner | None = None
-    task: asyncio.Task[None] | None = None
-    device_up: dict[str, bool] = field(default_factory=dict)
-    warned: set[str] = field(default_factory=set)
-
-    @property
-    def name(self) -> str:
-        return self.cfg.name
+    async def reload(self, daemon: Daemon, old: IngestdConfig) -> None:
+        """Called after every applied reload; ``daemon.cfg`` is the new configuration."""
 
 
 class Daemon:
@@ -131,24 +69,36 @@ class Daemon:
         self.router = Router(cfg.pipeline, self.metrics)
         self.tenants: dict[str, TenantPipeline] = {}
         self._tenant_tasks: dict[str, asyncio.Task[None]] = {}
-        self.sources: dict[str, _SourceHandle] = {}
+        self.sources: dict[str, SourceHandle] = {}
         self.extensions: list[Extension] = list(extensions)
         self.system_event_listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self.ready = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._reload_requested = asyncio.Event()
         self.metrics_port: int | None = None
         self.api_port: int | None = None
+        self.generation = 0
+        """Incremented by every applied reload (also in ``runtime.json``)."""
+        self.last_reload: dict[str, Any] | None = None
+        self.leases: LeaseManager | None = None
+        self.lease_factory: Callable[[SourceConfig], Any] | None = None
+        """Returns a source's ``lease`` hook (or None). Default: the built-in :class:`LeaseManager`
+        when ``[coordination] dsn`` is set; tests may inject their own before :meth:`run`."""
+        self._stop = asyncio.Event()
+        self._reload_requested = False
+        self._attention = asyncio.Event()
         self._metrics_server: MetricsServer | None = None
         self._notifier = SdNotifier()
-        self.lease_factory: Callable[[SourceConfig], Any] | None = None
+        self._lease_gauge: Gauge | None = None
+        self._tenant_secrets: dict[str, str] = {}
+        self._started = time.time()
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
         self._stop.set()
+        self._attention.set()
 
     def request_reload(self) -> None:
-        self._reload_requested.set()
+        self._reload_requested = True
+        self._attention.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,46 +107,60 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        watchdog = None
+        if self._notifier.watchdog_interval:
+            watchdog = asyncio.create_task(self._watchdog(self._notifier.watchdog_interval), name="watchdog")
         try:
             await self._start()
+            freeze_long_lived()
             self.ready.set()
             self._notifier.ready(f"{len(self.tenants)} tenant(s), {len(self.sources)} source(s)")
-            log.info("ingestd %s running: %d tenant(s), %d source(s)%s", self.instance, len(self.tenants),
-                     len(self.sources), f", metrics on :{self.metrics_port}" if self.metrics_port else "")
+            log.info("ingestd %s %s running: %d tenant(s), %d source(s)%s", __version__, self.instance,
+                     len(self.tenants), len(self.sources),
+                     f", metrics on :{self.metrics_port}" if self.metrics_port else "")
             await self._main_loop()
         finally:
             self._notifier.stopping()
             await self._shutdown()
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+            self._notifier.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
 
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 at half of WatchdogSec for as long as the event loop runs tasks (incl. shutdown)."""
+        while True:
+            self._notifier.watchdog()
+            await asyncio.sleep(interval)
+
     async def _main_loop(self) -> None:
-        watchdog = self._notifier.watchdog_interval
-        while not self._stop.is_set():
-            waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._reload_requested.wait())]
-            _, pending = await asyncio.wait(waiters, timeout=watchdog, return_when=asyncio.FIRST_COMPLETED)
-            for p in pending:
-                p.cancel()
-            if watchdog:
-                self._notifier.watchdog()
-            if self._reload_requested.is_set() and not self._stop.is_set():
-                self._reload_requested.clear()
-                await self.reload_from_file()
+        while True:
+            await self._attention.wait()
+            self._attention.clear()
+            if self._stop.is_set():
+                return
+            if self._reload_requested:
+                self._reload_requested = False
+                try:
+                    await self.reload_from_file()
+                except Exception:  # a bug in applying a reload must not take the running daemon down
+                    log.exception("reload failed part-way; running with what was applied")
+                    self._notifier.ready("reload failed part-way; see the log")
             for slug, task in list(self._tenant_tasks.items()):
                 if task.done() and not self._stop.is_set():
                     exc = task.exception() if not task.cancelled() else None
                     log.error("tenant %s writer stopped unexpectedly (%r); restarting it", slug, exc)
-                    self._tenant_tasks[slug] = asyncio.create_task(self.tenants[slug].run(), name=f"tenant:{slug}")
+                    self._spawn_tenant(self.tenants[slug])
 
     async def _start(self) -> None:
-        d = self.cfg.daemon
-        if d.metrics_listen:
-            host, _, port = d.metrics_listen.rpartition(":")
-            self._metrics_server = MetricsServer(self.metrics, host or "0.0.0.0", int(port))  # noqa: S104
-            self.metrics_port = await self._metrics_server.start()
+        await self._start_metrics(self.cfg.daemon.metrics_listen)
         for t in self.cfg.tenants:
             self._add_tenant(t)
+        await self._start_leases()
         for s in self.cfg.sources:
             if s.enabled:
                 self._add_source(s)
@@ -204,9 +168,28 @@ class Daemon:
             await ext.start(self)
         self._write_runtime_file()
 
+    async def _start_metrics(self, listen: str | None) -> None:
+        if not listen:
+            return
+        host, _, port = listen.rpartition(":")
+        server = MetricsServer(self.metrics, host or "0.0.0.0", int(port))  # noqa: S104
+        self.metrics_port = await server.start()
+        self._metrics_server = server
+
+    async def _start_leases(self) -> None:
+        if self.lease_factory is not None or self.cfg.coordination.dsn is None:
+            return
+        if self._lease_gauge is None:
+            self._lease_gauge = Gauge("ingestd_lease_held", "1 while this process holds the lease of a source "
+                                      "(and polls it)", ["source"], registry=self.metrics.registry)
+        self.leases = LeaseManager(self.cfg.coordination, instance=self.instance, gauge=self._lease_gauge)
+        await self.leases.start()
+        self.lease_factory = self.leases.lease_for
+
     def _write_runtime_file(self) -> None:
-        info = {"pid": os.getpid(), "instance": self.instance, "metrics_port": self.metrics_port,
-                "api_port": self.api_port}
+        info = {"pid": os.getpid(), "instance": self.instance, "version": __version__,
+                "metrics_port": self.metrics_port, "api_port": self.api_port, "generation": self.generation,
+                "started_at": self._started, "config": str(self.config_path or ""), "last_reload": self.last_reload}
         path = self.state_dir / "runtime.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(info))
@@ -215,6 +198,8 @@ class Daemon:
     async def _shutdown(self) -> None:
         log.info("ingestd stopping: stopping sources, flushing inboxes")
         await self._stop_sources(list(self.sources))
+        if self.leases is not None:
+            await self.leases.close()
         for ext in reversed(self.extensions):
             try:
                 await ext.stop()
@@ -233,151 +218,206 @@ class Daemon:
         await tenant.close()
 
     # ------------------------------------------------------------------ tenants
-    def _add_tenant(self, cfg: Any) -> TenantPipeline:
+    def _add_tenant(self, cfg: TenantConfig) -> TenantPipeline:
         tp = TenantPipeline(cfg, self.cfg.pipeline, self.state_dir, self.metrics, instance=self.instance,
                             on_system_event=self._system_event)
         self.tenants[cfg.slug] = tp
-        self._tenant_tasks[cfg.slug] = asyncio.create_task(tp.run(), name=f"tenant:{cfg.slug}")
+        self._tenant_secrets[cfg.slug] = secret_fingerprint(cfg)
+        self._spawn_tenant(tp)
         return tp
+
+    def _spawn_tenant(self, tp: TenantPipeline) -> None:
+        task = asyncio.create_task(tp.run(), name=f"tenant:{tp.slug}")
+        task.add_done_callback(lambda _: self._attention.set())
+        self._tenant_tasks[tp.slug] = task
 
     def _system_event(self, tenant: str, kind: str, details: dict[str, Any]) -> None:
         for listener in self.system_event_listeners:
             listener(tenant, kind, details)
 
     # ------------------------------------------------------------------ sources
-    def _route_for(self, cfg: SourceConfig) -> SourceRoute:
+    def _route_for(self, cfg: SourceConfig) -> tuple[SourceRoute, dict[str, int]]:
         default = self.tenants[self.cfg.source_tenant(cfg)]
         route = SourceRoute(cfg.name, [default])
+        by_name: dict[str, int] = {}
         for i, tag in enumerate(cfg.tags):
             tenant = self.tenants[tag.tenant] if tag.tenant else default
             key = tenant.ensure_tag(self._meta(cfg, tag), deadband=tag.deadband, heartbeat=tag.heartbeat)
-            route.add(tenant, key, Point(i, tenant.slug, tag.name, tag), tag.scale, tag.offset)
-        return route
+            idx = route.add(tenant, key, Point(i, tenant.slug, tag.name, tag), tag.scale, tag.offset)
+            by_name.setdefault(tag.name, idx)
+        return route, by_name
 
     @staticmethod
     def _meta(cfg: SourceConfig, tag: TagConfig) -> TagMeta:
         return TagMeta(tag.name, cfg.name, tag.unit, tag.data_type, tag.description)
 
-    def _add_source(self, cfg: SourceConfig) -> _SourceHandle:
+    def _add_source(self, cfg: SourceConfig, device_up: dict[str, bool] | None = None) -> SourceHandle:
         spec = self.adapters[cfg.protocol]
-        handle = _SourceHandle(cfg, self._route_for(cfg))
-        self.sources[cfg.name] = handle
+        route, by_name = self._route_for(cfg)
+        handle = SourceHandle(cfg, route, by_name, secret_fingerprint(cfg), device_up=dict(device_up or {}))
         lease = self.lease_factory(cfg) if self.lease_factory is not None else None
+        handle.leased = lease is not None
         handle.runner = SourceRunner(
-            cfg, spec.factory(), lambda runner: self._context(handle, runner), self.metrics,
-            mark_down=lambda reason: _Status(self, handle).down(reason), lease=lease,
+            cfg, spec.factory(), lambda runner: make_context(self, handle, runner), self.metrics,
+            mark_down=lambda reason: SourceStatusImpl(self, handle).down(reason), lease=lease,
         )
-        handle.task = asyncio.create_task(handle.runner.run(), name=f"source:{cfg.name}")
+        self.sources[cfg.name] = handle
+        handle.task = asyncio.create_task(self._run_source(handle), name=f"source:{cfg.name}")
         return handle
 
-    async def _stop_sources(self, names: list[str]) -> None:
-        tasks = []
+    async def _run_source(self, h: SourceHandle) -> None:
+        runner = h.runner
+        assert runner is not None
+        if not h.leased:
+            await runner.run()
+            return
+        while not self._stop.is_set():
+            runner.state = RunState.STANDBY
+            await runner.run()  # returns when the lease is lost, or at once when leasing is shutting down
+            if runner.state is RunState.STANDBY:
+                return
+            mark_stale(self, h)
+            h.device_up.clear()  # standing by is not an outage: the next holder reports the device
+
+    async def _stop_sources(self, names: Iterable[str]) -> dict[str, SourceHandle]:
+        stopped = {}
         for name in names:
             h = self.sources.pop(name, None)
-            if h is not None and h.task is not None:
-                h.task.cancel()
-                tasks.append(h.task)
-        for t in tasks:
+            if h is not None:
+                stopped[name] = h
+                if h.task is not None:
+                    h.task.cancel()
+        for h in stopped.values():
+            if h.task is None:
+                continue
             with contextlib.suppress(asyncio.CancelledError):
                 try:
-                    await t
+                    await h.task
                 except Exception:  # the source already failed; we are stopping it anyway
                     log.debug("source task ended with an error during stop", exc_info=True)
-
-    def _context(self, handle: _SourceHandle, runner: SourceRunner) -> SourceContext:
-        route = handle.route
-        status = _Status(self, handle)
-        router = self.router
-        state = self.state_dir / "sources" / handle.name
-        state.mkdir(parents=True, exist_ok=True)
-        healthy = [False]
-
-        async def emit(batch: Batch) -> None:
-            if not healthy[0]:
-                healthy[0] = True
-                runner.healthy()
-                if handle.device_up.get("") is False:
-                    status.up()
-            await router.route(route, batch)
-
-        def register(tenant: str | None, tag: str, meta: dict[str, Any]) -> int:
-            slug = tenant or route.tenants[0].slug
-            idx = route.lookup.get((slug, tag))
-            if idx is not None:
-                return idx
-            tp = self.tenants.get(slug)
-            if tp is None:
-                raise PayloadError("unknown_tenant", f"tenant {slug!r} is not configured")
-            if not _TAG_PATTERN.fullmatch(tag):
-                raise PayloadError("bad_tag_name", f"{tag!r} is not a valid tag name")
-            key = tp.ensure_tag(TagMeta(tag, handle.name, str(meta.get("unit", "")),
-                                        str(meta.get("data_type", "float")), str(meta.get("description", "")),
-                                        configured=False))
-            return route.add(tp, key, Point(len(route.points), slug, tag, None))
-
-        def reject(reason: str, detail: str, payload: bytes | None, key: str) -> None:
-            self.metrics.malformed.labels(handle.name, reason).inc()
-            once = f"{reason}\x00{key}"
-            if once not in handle.warned and len(handle.warned) < 10_000:
-                handle.warned.add(once)
-                log.warning("source %s: rejected input (%s)%s: %s [logged once per %s]", handle.name, reason,
-                            f" from {key}" if key else "", detail, "key and reason" if key else "reason")
-            if payload is not None and len(payload) > _MAX_DEAD_LETTER_PAYLOAD:
-                payload = payload[:_MAX_DEAD_LETTER_PAYLOAD]
-            route.tenants[0].dead_letter(DeadLetter(now_us(), handle.name, reason, detail, payload))
-
-        return SourceContext(
-            name=handle.name, config=handle.cfg, points=route.points, emit=emit, status=status,
-            metrics=_Metrics(self.metrics, handle.name), log=logging.getLogger(f"ingestd.source.{handle.name}"),
-            state_dir=state, _register=register, _reject=reject,
-        )
+            mark_stale(self, h)
+        return stopped
 
     # ------------------------------------------------------------------ reload
     async def reload_from_file(self) -> bool:
+        """SIGHUP: load and validate the file; apply it, or keep running the old one and say why."""
         if self.config_path is None:
             log.warning("SIGHUP ignored: no configuration file to reload")
             return False
         self._notifier.reloading()
         try:
             new = load_config(self.config_path, self.adapters)
+            problems = config_problems(new)
+            if problems:
+                raise ConfigError(problems, file=str(self.config_path))
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration:\n%s", exc)
+            self.last_reload = {"ok": False, "at": time.time(), "error": str(exc)}
+            self._write_runtime_file()
             self._notifier.ready("reload rejected; running the previous configuration")
             return False
         await self.apply_config(new)
-        self._notifier.ready("configuration reloaded")
+        self._notifier.ready(f"configuration reloaded: {len(self.tenants)} tenant(s), {len(self.sources)} source(s)")
         return True
 
     async def apply_config(self, new: IngestdConfig) -> None:
-        """Apply a validated configuration: only what changed is touched; buffered data is kept."""
+        """Apply a validated configuration: only what changed is touched; buffered data is kept.
+
+        Order matters: sources that are removed or must restart stop first (so nothing routes to a
+        tenant being removed), then tenants are added/reconfigured, leases follow the coordination
+        settings, sources start, and removed tenants are drained to their database (or spool) last.
+        """
         old = self.cfg
+        later = restart_only_changes(old, new)
+        if later:
+            log.warning("reload: %s take(s) effect at the next restart", ", ".join(later))
         self.cfg = new
         self.router.cfg = new.pipeline
-        old_t = {t.slug: t for t in old.tenants}
+        if (old.daemon.log_level, old.daemon.log_levels) != (new.daemon.log_level, new.daemon.log_levels):
+            apply_levels(new.daemon.log_level, new.daemon.log_levels)
+        if old.daemon.metrics_listen != new.daemon.metrics_listen:
+            await self._restart_metrics(new.daemon.metrics_listen)
         new_t = {t.slug: t for t in new.tenants}
-        for slug, t in new_t.items():
-            if slug not in old_t:
-                log.info("reload: adding tenant %s", slug)
-                self._add_tenant(t)
-            elif t != old_t[slug]:
-                log.info("reload: tenant %s settings changed", slug)
-                await self.tenants[slug].reconfigure(t)
-        old_s = {s.name: s for s in old.sources if s.enabled}
+        removed_t = [slug for slug in self.tenants if slug not in new_t]
         new_s = {s.name: s for s in new.sources if s.enabled}
-        changed = [n for n in old_s if n not in new_s or new_s[n] != old_s[n]]
-        if changed:
-            log.info("reload: stopping changed/removed sources %s", changed)
-            await self._stop_sources(changed)
-        removed_tenants = [slug for slug in old_t if slug not in new_t]
+        own_leases = self.leases is not None or self.lease_factory is None
+        coordination_changed = own_leases and old.coordination != new.coordination
+
+        reasons = {name: why for name, h in self.sources.items()
+                   if (why := restart_reason(h, new, new_s.get(name), removed_t, coordination_changed))}
+        if reasons:
+            log.info("reload: stopping %s", ", ".join(f"{n} ({why})" for n, why in reasons.items()))
+        stopped = await self._stop_sources(reasons)
+
+        for slug, t in new_t.items():
+            tp = self.tenants.get(slug)
+            try:
+                if tp is None:
+                    log.info("reload: adding tenant %s", slug)
+                    self._add_tenant(t)
+                elif t != tp.cfg:
+                    log.info("reload: tenant %s settings changed", slug)
+                    await tp.reconfigure(t)
+                    self._tenant_secrets[slug] = secret_fingerprint(t)
+                elif secret_fingerprint(t) != self._tenant_secrets.get(slug):
+                    log.warning("reload: tenant %s: the secret behind its dsn changed; existing database "
+                                "connections keep the old credentials until ingestd restarts", slug)
+            except Exception:  # one tenant failing to (re)configure must not stop the others
+                log.exception("reload: tenant %s could not be applied", slug)
+        if old.pipeline != new.pipeline:
+            self._apply_pipeline(new)
+        if coordination_changed:
+            await self._restart_leases()
+
         for name, s in new_s.items():
             if name not in self.sources:
-                log.info("reload: starting source %s", name)
-                self._add_source(s)
-        for slug in removed_tenants:
+                prev = stopped.get(name)
+                log.info("reload: %s source %s", "restarting" if prev else "starting", name)
+                try:
+                    down = {d: False for d, up in prev.device_up.items() if not up} if prev else None
+                    self._add_source(s, down)
+                except Exception:  # e.g. an adapter that cannot be imported: keep the others running
+                    log.exception("reload: source %s could not be started", name)
+        for slug in removed_t:
             log.info("reload: removing tenant %s (flushing its data first)", slug)
             await self._drain_tenant(slug, new.daemon.shutdown_timeout)
+            self._tenant_secrets.pop(slug, None)
         for ext in self.extensions:
-            await ext.reload(self, old)
+            try:
+                await ext.reload(self, old)
+            except Exception:  # an extension's reload problem must not undo the rest of the reload
+                log.exception("reload: %s failed to apply the new configuration", type(ext).__name__)
+        self.generation += 1
+        self.last_reload = {"ok": True, "at": time.time(), "error": None}
+        self._write_runtime_file()
+        log.info("reload: configuration applied (generation %d): %d tenant(s), %d source(s)", self.generation,
+                 len(self.tenants), len(self.sources))
+
+    def _apply_pipeline(self, new: IngestdConfig) -> None:
+        p = new.pipeline
+        for tp in self.tenants.values():
+            tp.inbox.max_rows = p.inbox_max_rows
+            tp.inbox.batch_rows = p.batch_max_rows
+            tp.inbox.batch_age = p.batch_max_age
+            self.metrics.inbox_capacity.labels(tp.slug).set(p.inbox_max_rows)
+            if tp.cfg.spool_max_bytes is None:
+                tp.spool.max_bytes = p.spool.max_bytes
+
+    async def _restart_leases(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()
+        self.leases = None
+        self.lease_factory = None
+        await self._start_leases()
+
+    async def _restart_metrics(self, listen: str | None) -> None:
+        old, self._metrics_server, self.metrics_port = self._metrics_server, None, None
+        if old is not None:
+            await old.stop()
+        try:
+            await self._start_metrics(listen)
+        except OSError as exc:
+            log.error("reload: metrics endpoint %s could not be opened: %s", listen, exc)
 
 
 async def run_daemon(cfg: IngestdConfig, adapters: AdapterRegistry, *, config_path: Path | None = None,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from alarms.engine import AlarmExtension
+
+from .api.server import ApiExtension
 from .config.load import IngestdConfig
 from .daemon import Extension
 
@@ -9,4 +12,4 @@ __all__ = ["default_extensions"]
 
 
 def default_extensions(cfg: IngestdConfig) -> list[Extension]:
-    return []
+    return [AlarmExtension(), ApiExtension()]

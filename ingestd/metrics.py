@@ -85,6 +85,24 @@ class Metrics:
         self.dead_letters_dropped = Counter("ingestd_dead_letters_dropped_total",
                                             "Dead letters not kept because the in-memory bound was reached",
                                             ["tenant"], registry=r)
+        # store-and-forward (ingestd.spool, ingestd.pipeline.tenant)
+        self.spool_oldest_age = Gauge("ingestd_spool_oldest_age_seconds",
+                                      "Age of the oldest reading waiting in the spool (0 when empty)", ["tenant"],
+                                      registry=r)
+        self.spool_bad_records = Counter("ingestd_spool_bad_records_total",
+                                         "Spool records skipped on recovery/replay: torn (kill -9) or corrupt",
+                                         ["tenant", "kind"], registry=r)
+        self.spool_quarantined = Counter("ingestd_spool_quarantined_points_total",
+                                         "Spooled readings the database rejected permanently, moved to quarantine/",
+                                         ["tenant"], registry=r)
+        self.spool_errors = Counter("ingestd_spool_errors_total", "Failed spool appends (disk full, I/O error)",
+                                    ["tenant"], registry=r)
+        self.write_stalls = Counter("ingestd_write_stalls_total",
+                                    "Database writes that exceeded the durability deadline (their data was spooled)",
+                                    ["tenant"], registry=r)
+        self.writer_held_rows = Gauge("ingestd_writer_held_rows",
+                                      "Rows held in memory by the tenant writer outside the inbox (in-flight flush)",
+                                      ["tenant"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

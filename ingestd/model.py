@@ -26,6 +26,7 @@ import numpy.typing as npt
 __all__ = [
     "STATUS_COMM_LOSS",
     "STATUS_NOT_FINITE",
+    "STATUS_NOT_NUMERIC",
     "STATUS_OK",
     "Batch",
     "BatchBuilder",
@@ -53,8 +54,10 @@ STATUS_OK: Final = 0
 """No status code (the protocol reported success or has no status concept)."""
 STATUS_NOT_FINITE: Final = 0x8000_0001
 """ingestd-internal: the device sent NaN or ±inf where a number was expected."""
+STATUS_NOT_NUMERIC: Final = 0x8000_0002
+"""ingestd-internal: a text value that is not a number (readings store numbers only)."""
 STATUS_COMM_LOSS: Final = 0x8031_0000
-"""ingestd-internal: no communication (OPC UA Bad_CommunicationError's code)."""
+"""No communication with the device (OPC UA's Bad_NoCommunication code)."""
 
 
 def now_us() -> int:
@@ -98,6 +101,9 @@ class Batch:
     """Completion tokens released once the batch is durable."""
     origin: dict[str, int] = field(default_factory=dict)
     """Rows per source name (set by the router; used for per-source metrics)."""
+    historical: bool = False
+    """Backfill (e.g. Sparkplug ``is_historical``, store-and-forward): stored, but it never updates the
+    live cache, the alarm state or the deadband state."""
 
     def __len__(self) -> int:
         return int(self.key.shape[0])
@@ -135,8 +141,10 @@ class Batch:
 
     def take(self, idx: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Batch:
         """Rows selected by a boolean mask or an index array (tokens are not copied)."""
-        return Batch(self.key[idx], self.ts[idx], self.value[idx], self.quality[idx], self.status[idx],
-                     self.recv_us)
+        out = Batch(self.key[idx], self.ts[idx], self.value[idx], self.quality[idx], self.status[idx],
+                    self.recv_us)
+        out.historical = self.historical
+        return out
 
     @staticmethod
     def concat(batches: Sequence[Batch]) -> Batch:

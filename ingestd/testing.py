@@ -68,9 +68,11 @@ class _Metrics:
 
     def observe(self, op: str, seconds: float) -> None:
         self._rec.observations.setdefault(op, []).append(seconds)
+        self._rec.poke()
 
     def gauge(self, name: str, value: float) -> None:
         self._rec.gauges[name] = value
+        self._rec.poke()
 
 
 class RecordingContext(SourceContext):

@@ -10,8 +10,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${INGESTD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ingestd}"
 PYTHON="${PYTHON:-python3.11}"
-PG_MAJOR="${PG_MAJOR:-15}"
-TSDB_VERSION_WANTED="2.19.3"
 DO_VENV=1
 [[ "${1:-}" == "--no-venv" ]] && DO_VENV=0
 
@@ -25,11 +23,25 @@ case "$DEBIAN_VERSION" in
   13|trixie*)   CODENAME=trixie ;;
   *)            CODENAME="$( . /etc/os-release 2>/dev/null; echo "${VERSION_CODENAME:-unknown}")" ;;
 esac
+# Debian 12: PostgreSQL 15 + TimescaleDB (Apache) built from Debian 13's source package.
+# Debian 13: PostgreSQL 17 + Debian's own postgresql-17-timescaledb package (same 2.19.3 Apache edition).
+if [[ "$CODENAME" == "trixie" ]]; then
+  PG_MAJOR="${PG_MAJOR:-17}"
+  TSDB_PKG="postgresql-$PG_MAJOR-timescaledb"
+else
+  PG_MAJOR="${PG_MAJOR:-15}"
+  TSDB_PKG=""
+fi
 log "Debian $DEBIAN_VERSION ($CODENAME), PostgreSQL $PG_MAJOR, cache $CACHE"
 
 # ---------------------------------------------------------------- Debian packages
-PKGS=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR mosquitto
-      build-essential cmake libssl-dev libkrb5-dev pkg-config git ca-certificates dpkg-dev)
+PKGS=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR mosquitto build-essential cmake pkg-config git
+      ca-certificates python3-venv)
+if [[ -n "$TSDB_PKG" ]]; then
+  PKGS+=("$TSDB_PKG")
+else
+  PKGS+=(postgresql-server-dev-$PG_MAJOR libssl-dev libkrb5-dev dpkg-dev)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,7 +50,7 @@ if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # the packaged services are not used: ingestd and its tests start their own instances.
   for svc in mosquitto "postgresql@${PG_MAJOR}-main" postgresql; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
@@ -50,8 +62,7 @@ fi
 # ---------------------------------------------------------------- TimescaleDB (Apache edition)
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 PG_CONFIG="$PG_BIN/pg_config"
-[[ -x "$PG_CONFIG" ]] || PG_CONFIG="$(command -v pg_config)"
-EXT_DIR="$("$PG_CONFIG" --sharedir)/extension"
+EXT_DIR="/usr/share/postgresql/$PG_MAJOR/extension"
 if ls "$EXT_DIR"/timescaledb--*.sql >/dev/null 2>&1 && [[ -f "$EXT_DIR/timescaledb.control" ]]; then
   log "TimescaleDB present in $EXT_DIR"
 else
@@ -80,9 +91,11 @@ else
     ./bootstrap -DPG_CONFIG="$PG_CONFIG" -DAPACHE_ONLY=ON -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF \
       -DWARNINGS_AS_ERRORS=OFF -DSEND_TELEMETRY_DEFAULT=NO -DUSE_TELEMETRY=OFF >/dev/null
   fi
-  log "building and installing TimescaleDB"
-  make -C build -j"$(nproc)" >/dev/null
-  $SUDO make -C build install >/dev/null
+  log "building and installing TimescaleDB (log: $CACHE/tsdb-build.log)"
+  if ! { make -C build -j"$(nproc)" && $SUDO make -C build install; } >"$CACHE/tsdb-build.log" 2>&1; then
+    tail -30 "$CACHE/tsdb-build.log" >&2
+    exit 1
+  fi
   log "TimescaleDB installed into $EXT_DIR"
 fi
 
@@ -98,7 +111,8 @@ if ((DO_VENV)); then
   if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "$want" ]]; then
     log "installing Python dependencies"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    .venv/bin/python -m pip install -q -e ".[dev]" 2> >(grep -v -e BuildBackendWarning -e '^\s*!!' -e '\*\*\*' \
+      -e 'Please be careful' -e 'name as your package' -e '^\s*$' -e 'corresp(' -e 'wheel_obj' >&2)
     echo "$want" > "$STAMP"
   else
     log "Python dependencies up to date"

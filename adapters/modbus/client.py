@@ -4,10 +4,11 @@
 
 * ``reconnect_delay=0``: pymodbus never reconnects by itself (the core supervisor does, with backoff);
 * ``retries=0``: one send per call; :class:`~adapters.modbus.source.ModbusSource` re-sends per ``retries``;
-* ``set_max_no_responses(huge)``: pymodbus would otherwise drop the connection after ``retries + 3``
-  unanswered requests, e.g. one dead unit behind a gateway taking its live neighbours down with it;
 * timeouts are ours (``asyncio.timeout`` around each call); pymodbus' own timeout is only a backstop,
-  so an unanswered request neither logs an error from pymodbus nor counts towards its disconnect logic.
+  so an unanswered request neither logs an error from pymodbus nor counts towards its rule of dropping
+  the connection after ``retries + 3`` unanswered requests (which would let one dead unit behind a
+  gateway take its live neighbours down with it); ``set_max_no_responses(huge)`` disables that rule
+  for the backstop path too.
 
 Transaction ids are watched through pymodbus' public trace hooks: a frame answering a request we already
 gave up on (a late answer) is dropped and counted; any other frame that is not the answer we wait for
@@ -123,7 +124,6 @@ class ModbusClient:
     async def _execute(self, kind: str, unit: int, address: int, count: int, timeout: float) -> ModbusPDU:
         if not self.connected:
             raise ConnectionLost(f"{self._failure or 'not connected'} ({self.where})")
-        where = f"{self.where} unit {unit} {kind} {address}+{count}"
         try:
             async with asyncio.timeout(timeout) as deadline:
                 self._deadline = deadline
@@ -133,21 +133,24 @@ class ModbusClient:
                 raise ConnectionLost(f"{self._failure} ({self.where})") from None
             if self._expect_tid >= 0:
                 self._abandoned.append(self._expect_tid)
-            raise RequestTimeout(f"{where}: no answer within {timeout:g}s") from None
+            raise RequestTimeout(f"{self._what(kind, unit, address, count)}: no answer within {timeout:g}s") from None
         except pm_exc.ModbusException as exc:  # ConnectionException, ModbusIOException, ...
             self._fail(f"invalid exchange: {exc}")
-            raise ConnectionLost(f"invalid exchange with {where}: {exc}") from exc
+            raise ConnectionLost(f"invalid exchange with {self._what(kind, unit, address, count)}: {exc}") from exc
         finally:
             self._deadline = None
             self._expect_tid = self._expect_unit = -1
         if self._failure is not None:
             raise ConnectionLost(f"{self._failure} ({self.where})")
         if rsp.isError():
-            raise ModbusException(int(getattr(rsp, "exception_code", 0)), where)
+            raise ModbusException(int(getattr(rsp, "exception_code", 0)), self._what(kind, unit, address, count))
         if rsp.function_code != _FUNCTION[kind]:
             self._fail(f"answer with function {rsp.function_code} to a function {_FUNCTION[kind]} request")
-            raise ConnectionLost(f"{self._failure} ({where})")
+            raise ConnectionLost(f"{self._failure} ({self._what(kind, unit, address, count)})")
         return rsp
+
+    def _what(self, kind: str, unit: int, address: int, count: int) -> str:
+        return f"{self.where} unit {unit} {kind} {address}+{count}"
 
     # --- pymodbus trace hooks (called synchronously from its transport) -----------------------------
 
@@ -165,7 +168,7 @@ class ModbusClient:
 
     def _on_connect(self, connected: bool) -> None:
         if not connected and not self._closing:
-            self._fail(f"connection to {self.where} closed by the peer")
+            self._fail("connection closed by the peer")
 
     def _on_packet(self, sending: bool, data: bytes) -> bytes:
         if sending or self._failure is not None:

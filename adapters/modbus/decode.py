@@ -27,7 +27,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from ingestd.model import Quality
+from ingestd.model import STATUS_NOT_NUMERIC, Quality
 
 __all__ = [
     "STATUS_NOT_NUMERIC",
@@ -48,8 +48,6 @@ Words = npt.NDArray[np.uint16]
 Bits = npt.NDArray[np.bool_]
 Values = npt.NDArray[np.float64]
 
-STATUS_NOT_NUMERIC: Final = 0x8000_4D01
-"""Adapter status: a ``string`` tag's text is not a number (the core stores numbers only)."""
 
 VALUE_DTYPES: Final[dict[str, np.dtype[np.generic]]] = {
     "int16": np.dtype(">i2"), "uint16": np.dtype(">u2"),

@@ -82,11 +82,10 @@ def compile_program(cfg: ModbusSourceConfig, points: Sequence[int]) -> Program:
     for req in requests:
         start = len(keys)
         groups: list[Group] = []
-        for group_tags in _split(req.items, cfg.tags):
-            row = len(keys)
-            groups.append(_group(row, group_tags, cfg.tags, resolved_addresses=[resolved[i].address for i in
-                                                                                 group_tags], base=req.address))
-            keys.extend(points[i] for i in group_tags)
+        for ids in _split(req.items, cfg.tags):
+            offsets = [resolved[i].address - req.address for i in ids]
+            groups.append(_group(len(keys), ids, offsets, cfg.tags))
+            keys.extend(points[i] for i in ids)
         by_unit.setdefault(req.unit, []).append(
             ReadOp(req.unit, req.kind, req.address, req.count, start, len(keys), tuple(groups)))
 
@@ -112,15 +111,14 @@ def _split(item_ids: Sequence[int], tags: Sequence[ModbusTagConfig]) -> list[lis
     return list(groups.values())
 
 
-def _group(row: int, ids: Sequence[int], tags: Sequence[ModbusTagConfig], *, resolved_addresses: Sequence[int],
-           base: int) -> Group:
-    offsets = [a - base for a in resolved_addresses]
+def _group(row: int, ids: Sequence[int], offsets: Sequence[int], tags: Sequence[ModbusTagConfig]) -> Group:
+    """The decoder for tags ``ids`` (same type and byte order) at ``offsets`` within their request."""
     first = tags[ids[0]]
     if first.type == "bool":
         return CoilGroup(row, offsets)
     if first.type == "bit":
         return BitGroup(row, offsets, [tags[i].bit or 0 for i in ids])
     if first.type == "string":
-        return StringGroup(row, [(o, tags[i].length or 0, tags[i].byte_order) for o, i in zip(offsets, ids,
-                                                                                              strict=True)])
+        specs = [(o, tags[i].length or 0, tags[i].byte_order) for o, i in zip(offsets, ids, strict=True)]
+        return StringGroup(row, specs)
     return NumericGroup(row, offsets, first.type, first.byte_order)

@@ -14,6 +14,10 @@ Failure semantics (see README.md):
 * the connection fails (connect error, closed by the peer, a transaction-id mismatch or malformed
   frame, or not a single answer in a whole poll) → ``ctx.status.down(reason)`` once and
   :class:`~ingestd.errors.SourceUnavailable`: the core supervisor reconnects with backoff.
+
+Status transitions are reported once each; the core logs every transition once (down with its reason,
+and when it comes back) and dedupes across restarts, so the adapter itself logs nothing per poll or per
+transition.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ class ModbusSource:
         self.config = config
         self._factory = client_factory or _pymodbus_client
         self._down: str | None = None
-        """Reason the connection was reported down (reported once per outage, across restarts)."""
+        """Reason the connection was reported down (once per outage of this instance; the core dedupes too)."""
         self._up_reported = False
         self._units_down: dict[int, str] = {}
 
@@ -162,18 +166,14 @@ class ModbusSource:
             raise ConnectionLost(f"no answer from {self.config.host}:{self.config.port} "
                                  f"({poll.timeouts} request(s) timed out)")
         if self._down is not None or not self._up_reported:
-            if self._down is not None:
-                ctx.log.info("modbus %s: %s:%s answers again", ctx.name, self.config.host, self.config.port)
             ctx.status.up()
             self._down, self._up_reported = None, True
         for unit in poll.up:
             del self._units_down[unit.unit]
-            ctx.log.info("modbus %s: %s answers again", ctx.name, unit.device)
             ctx.status.up(device=unit.device)
         await self._emit(ctx, poll, program)
         for unit, reason in poll.down:
             self._units_down[unit.unit] = reason
-            ctx.log.warning("modbus %s: %s is down: %s", ctx.name, unit.device, reason)
             ctx.status.down(reason, device=unit.device, points=unit.points)
 
     async def _poll_unit(self, ctx: SourceContext, client: ModbusClientLike, unit: UnitProgram, poll: _Poll,
@@ -244,7 +244,6 @@ class ModbusSource:
 
     def _connection_down(self, ctx: SourceContext, reason: str) -> None:
         if self._down is None:
-            ctx.log.warning("modbus %s: connection down: %s", ctx.name, reason)
             ctx.status.down(reason)
         self._down = reason
 

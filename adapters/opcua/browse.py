@@ -16,13 +16,15 @@ import asyncio
 import datetime as dt
 import fnmatch
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ingestd.config.base import DataType
-from ingestd.config.types import Duration
+from ingestd.config.types import Duration, Secret
+from ingestd.errors import SourceError
 
 from .client import Attribute, BrowseRef, OpcUaClient
 from .config import AuthConfig, LimitsConfig, SecurityConfig, check_endpoint
@@ -111,24 +113,28 @@ def format_tags(variables: Iterable[BrowsedVariable], namespace_array: Sequence[
         "",
     ]
     seen: dict[str, int] = {}
+    skipped: list[str] = []
     for v in variables:
         node_id = format_node_id(v.node, namespace_array)
         if v.data_type is None or v.array:
             why = "arrays are not supported" if v.array else f"{v.type_name} values cannot be stored"
-            lines.append(f"# skipped {'/'.join(v.path)} ({node_id}): {why}".replace("\n", " "))
+            skipped.append(f"#   {'/'.join(v.path)} ({node_id}): {why}".replace("\n", " "))
             continue
         name = tag_name(v.path)
         n = seen.get(name, 0) + 1
         seen[name] = n
         if n > 1:
             name = f"{name[:195]}_{n}"
-        lines += ["", "[[sources.tags]]", f"name = {_toml_str(name)}", f"node_id = {_toml_str(node_id)}",
+        lines += ["[[sources.tags]]", f"name = {_toml_str(name)}", f"node_id = {_toml_str(node_id)}",
                   f"data_type = {_toml_str(v.data_type)}"]
         if v.unit:
             lines.append(f"unit = {_toml_str(v.unit)}")
         if v.description:
             lines.append(f"description = {_toml_str(v.description)}")
-    return "\n".join(lines) + "\n"
+        lines.append("")
+    if skipped:
+        lines += ["# Skipped variables:", *skipped]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,3 +286,28 @@ def _ingestd_type(builtin: int | None) -> DataType | None:
     if builtin == _ENUM:
         return "enum"
     return None
+
+
+def browse_cli(args: Any) -> int:
+    """``ingestd browse`` entry point: prints the tag config to stdout; errors to stderr, exit 1.
+
+    ``args``: endpoint, depth, pattern, username, password (value or env:/file: reference),
+    security ("Policy[,Mode]"), cert, key, server_cert, state_dir (optional).
+    """
+    policy, _, mode = (args.security or "None").partition(",")
+    try:
+        security = SecurityConfig.model_validate({
+            "policy": policy.strip() or "None", "mode": mode.strip() or None,
+            "client_cert": args.cert, "client_key": args.key, "server_cert": args.server_cert,
+        })
+        auth = AuthConfig(method="username", username=args.username, password=Secret(args.password)) \
+            if args.username else AuthConfig()
+        state = getattr(args, "state_dir", None)
+        state_dir = Path(state) if state else (Path.home() / ".ingestd-browse" if security.policy != "None" else None)
+        text = asyncio.run(browse(args.endpoint, depth=args.depth, pattern=args.pattern, security=security,
+                                  auth=auth, state_dir=state_dir))
+    except (SourceError, ValueError, OSError) as exc:
+        sys.stderr.write(f"browse failed: {exc}\n")
+        return 1
+    sys.stdout.write(text)
+    return 0

@@ -23,7 +23,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertPair", "application_uri_of", "ensure_client_certificate", "generate_self_signed"]
+__all__ = [
+    "CertPair",
+    "application_uri_of",
+    "ensure_client_certificate",
+    "generate_self_signed",
+    "load_cert_der",
+    "load_key_der",
+]
 
 CERT_NAME = "client_cert.der"
 KEY_NAME = "client_key.pem"
@@ -104,9 +111,29 @@ def generate_self_signed(
 
 def _load_cert(path: Path) -> x509.Certificate:
     data = path.read_bytes()
-    if data.lstrip().startswith(b"-----BEGIN"):
+    if _is_pem(data):
         return x509.load_pem_x509_certificate(data)
     return x509.load_der_x509_certificate(data)
+
+
+def _is_pem(data: bytes) -> bool:
+    return data.lstrip().startswith(b"-----BEGIN")
+
+
+def load_cert_der(path: Path) -> bytes:
+    """A certificate file (PEM or DER) as DER bytes; raises ValueError when it is not one."""
+    return _load_cert(path).public_bytes(serialization.Encoding.DER)
+
+
+def load_key_der(path: Path, password: str | None = None) -> bytes:
+    """A private key file (PEM or DER, optionally encrypted) as unencrypted PKCS#8 DER, in memory only.
+    Raises ValueError/TypeError for a wrong password or a file that is not a key."""
+    data = path.read_bytes()
+    secret = password.encode("utf-8") if password else None
+    key = serialization.load_pem_private_key(data, secret) if _is_pem(data) \
+        else serialization.load_der_private_key(data, secret)
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def application_uri_of(cert_path: Path) -> str | None:

@@ -85,9 +85,19 @@ class _RedactPasswords(logging.Filter):
         return True
 
 
+class _QuietConnectionLoss(logging.Filter):
+    """asyncua's publish loop logs a traceback at ERROR for every connection loss before the source
+    notices it; the source reports the loss once itself (see source.py), so drop that duplicate."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.msg == "Publish iteration crashed; retrying in 1s" and isinstance(exc, OSError))
+
+
 for _name in ("asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_client.UaClient",
               "asyncua.client.ua_session.UaSession", "asyncua.client.client"):
     logging.getLogger(_name).addFilter(_RedactPasswords())
+logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_QuietConnectionLoss())
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US: Final = dt.timedelta(microseconds=1)
@@ -105,7 +115,7 @@ def status_name(code: int) -> str:
     return f"{name} (0x{code & 0xFFFF_FFFF:08X})"
 
 
-def translate(exc: BaseException, what: str) -> SourceError:
+def translate(exc: BaseException, what: str, cert_path: Path | None = None) -> SourceError:
     """Map an asyncua/transport exception to the error type telling the supervisor what to do."""
     if isinstance(exc, SourceError):
         return exc
@@ -115,12 +125,13 @@ def translate(exc: BaseException, what: str) -> SourceError:
             return SourceAuthError(f"{what}: the server rejected the user identity ({status_name(code)})")
         if code in _CERT_CODES:
             return SourceAuthError(f"{what}: the server rejected the client certificate or security settings "
-                                   f"({status_name(code)}); trust ingestd's certificate on the server")
+                                   f"({status_name(code)}); trust ingestd's client certificate on the server"
+                                   + (f" ({cert_path})" if cert_path else ""))
         return SourceUnavailable(f"{what}: {status_name(code)}")
     if isinstance(exc, TimeoutError):
         return SourceUnavailable(f"{what}: timed out")
     if isinstance(exc, OSError):
-        return SourceUnavailable(f"{what}: {exc.strerror or type(exc).__name__}")
+        return SourceUnavailable(f"{what}: {exc.strerror or str(exc) or type(exc).__name__}")
     if isinstance(exc, ua.UaError):
         if "certificate mismatch" in str(exc):
             return SourceAuthError(f"{what}: the server certificate does not match security.server_cert")
@@ -186,10 +197,14 @@ class ConnectSettings:
     """Used in messages and the session name."""
     policy: str = "None"
     mode: str = "None"
-    cert: Path | None = None
-    key: Path | None = None
-    key_password: str | None = field(default=None, repr=False)
-    server_cert: Path | None = None
+    cert: bytes | None = field(default=None, repr=False)
+    """Client application instance certificate (DER)."""
+    key: bytes | None = field(default=None, repr=False)
+    """Its private key (unencrypted PKCS#8 DER, in memory only)."""
+    cert_path: Path | None = None
+    """Where the certificate lives (named in messages so the operator knows what to trust)."""
+    server_cert: bytes | None = field(default=None, repr=False)
+    """Pinned server certificate (DER)."""
     application_uri: str = "urn:ingestd"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -292,10 +307,15 @@ class OpcUaClient:
                     client.set_password(s.password or "")
                 await client.connect()
         except (Exception, asyncio.CancelledError) as exc:
+            # a timeout may interrupt asyncua between session activation and the start of its
+            # supervisor: stop the channel-renew task it may already have started, drop the socket
+            renew = getattr(client, "_renew_channel_task", None)
+            if renew is not None:
+                renew.cancel()
             client.disconnect_socket()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise translate(exc, f"{self._what}: connect") from exc
+            raise translate(exc, f"{self._what}: connect", s.cert_path) from exc
         return self
 
     @staticmethod
@@ -308,20 +328,15 @@ class OpcUaClient:
             offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints})
             raise SourceConfigError(f"OPC UA source {s.source!r}: {s.endpoint} offers no endpoint with "
                                     f"{s.policy}/{s.mode} (offered: {', '.join(offered)})")
-        presented = uacrypto.x509_from_der(match[0].ServerCertificate)
-        if s.server_cert is not None:
-            pinned = await uacrypto.load_certificate(s.server_cert.read_bytes(), _fmt(s.server_cert))
-            if pinned != presented:
-                raise SourceAuthError(f"OPC UA source {s.source!r}: the server presents another certificate "
-                                      f"than security.server_cert ({s.server_cert})")
+        presented = uacrypto.der_from_x509(uacrypto.x509_from_der(match[0].ServerCertificate))
+        if s.server_cert is not None and s.server_cert != presented:
+            raise SourceAuthError(f"OPC UA source {s.source!r}: the server presents another certificate than "
+                                  "security.server_cert")
         if s.cert is None or s.key is None:
             raise SourceConfigError(f"OPC UA source {s.source!r}: a security policy needs a client certificate")
         await client.set_security(
-            policy,
-            uacrypto.CertProperties(s.cert.read_bytes(), _fmt(s.cert)),
-            uacrypto.CertProperties(s.key.read_bytes(), _fmt(s.key), s.key_password),
-            server_certificate=uacrypto.CertProperties(uacrypto.der_from_x509(presented), "der"),
-            mode=mode,
+            policy, uacrypto.CertProperties(s.cert, "der"), uacrypto.CertProperties(s.key, "der"),
+            server_certificate=uacrypto.CertProperties(presented, "der"), mode=mode,
         )
 
     async def _on_connection_lost(self, exc: Exception) -> None:
@@ -459,8 +474,3 @@ class OpcUaClient:
             ])
         return out
 
-
-def _fmt(path: Path) -> str:
-    with path.open("rb") as f:
-        head = f.read(64)
-    return "pem" if head.lstrip().startswith(b"-----BEGIN") else "der"

@@ -89,7 +89,7 @@ def _values(values: list[object]) -> tuple[np.ndarray, list[int], list[int], lis
         elif v is None:
             out[i] = _NAN
             nulls.append(i)
-        elif isinstance(v, int | float) and not isinstance(v, complex):
+        elif isinstance(v, int | float):  # subclasses (IntEnum, np.float64)
             out[i] = float(v)
         else:
             out[i] = _NAN

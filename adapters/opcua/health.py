@@ -7,6 +7,7 @@ logged once (not once per reconnect), and a value of an unsupported type is reje
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Final, Literal
 
 from ingestd.model import Batch, now_us
 from ingestd.ports import SourceContext
@@ -14,6 +15,9 @@ from ingestd.ports import SourceContext
 from .decode import RawSamples, TimestampMode, TypeReject, bad_batch, build_batch
 
 __all__ = ["TagHealth", "emit_raw"]
+
+_LOG_EACH: Final = 10
+"""Problems logged one line each per call; the rest are summarised in one line."""
 
 
 class TagHealth:
@@ -24,23 +28,33 @@ class TagHealth:
         """point index → status code of a node the server rejected (or whose namespace is unknown)"""
         self.type_rejected: set[int] = set()
 
-    def node_bad(self, ctx: SourceContext, rows: Iterable[tuple[int, int, str]]) -> Batch | None:
-        """Record rejected nodes ``(point, status, detail)``. Returns BAD samples for the points whose
-        status changed (so the live value turns BAD), ``None`` when nothing changed."""
-        changed: list[tuple[int, int]] = []
+    def node_bad(self, ctx: SourceContext, rows: Iterable[tuple[int, int, str]],
+                 emit: Literal["changed", "all"] = "changed") -> Batch | None:
+        """Record rejected nodes ``(point, status, detail)``: log and count each new problem once.
+
+        Returns BAD samples (so the live value turns BAD rather than stale) for the points whose
+        status changed — or for all of them with ``emit="all"`` (a new session) — else ``None``."""
+        out: list[tuple[int, int]] = []
+        new: list[tuple[int, int, str]] = []
         for point, status, detail in rows:
-            if self.bad_nodes.get(point) == status:
-                continue
-            self.bad_nodes[point] = status
-            changed.append((point, status))
-            ctx.metrics.count("bad_node")
+            if self.bad_nodes.get(point) != status:
+                self.bad_nodes[point] = status
+                new.append((point, status, detail))
+                out.append((point, status))
+            elif emit == "all":
+                out.append((point, status))
+        for point, status, detail in new[:_LOG_EACH]:
             ctx.log.warning(
                 "OPC UA source %r: tag %r (%s) rejected: %s; retrying every %gs, other tags keep flowing",
-                ctx.name, ctx.points[point].tag, detail, self._status_name(status),
-                self._retry,
+                ctx.name, ctx.points[point].tag, detail, self._status_name(status), self._retry,
             )
+        if len(new) > _LOG_EACH:
+            ctx.log.warning("OPC UA source %r: %d more tags rejected (%s, ...)", ctx.name, len(new) - _LOG_EACH,
+                            ", ".join(ctx.points[p].tag for p, _, _ in new[_LOG_EACH:_LOG_EACH + 5]))
+        if new:
+            ctx.metrics.count("bad_node", len(new))
         ctx.metrics.gauge("bad_nodes", len(self.bad_nodes))
-        return bad_batch(changed, now_us()) if changed else None
+        return bad_batch(out, now_us()) if out else None
 
     def node_ok(self, ctx: SourceContext, points: Iterable[int]) -> None:
         for point in points:

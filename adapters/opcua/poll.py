@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from ingestd.model import now_us
 from ingestd.ports import SourceContext
@@ -50,9 +51,9 @@ class Poller:
 
     async def setup(self, refs: Sequence[tuple[int, NodeRef]], resolution: Resolution) -> None:
         self.pending = dict(refs)
-        await self._add(resolution)
+        await self._add(resolution, emit="all")
 
-    async def _add(self, resolution: Resolution) -> None:
+    async def _add(self, resolution: Resolution, emit: Literal["changed", "all"] = "changed") -> None:
         bad = [(p, STATUS_NODE_UNKNOWN, f"namespace {uri!r} not in the server's namespace array")
                for p, uri in resolution.unknown_namespace]
         new = dict(resolution.resolved)
@@ -65,7 +66,7 @@ class Poller:
         self.plans = [ReadPlan(chunk, [self.nodes[k] for k in chunk], self.cfg.polling.max_age)
                       for chunk in chunked(keys, self.limits.read)]
         self.ctx.metrics.gauge("polled_items", len(keys))
-        batch = self.health.node_bad(self.ctx, bad)
+        batch = self.health.node_bad(self.ctx, bad, emit)
         if batch is not None:
             await self.ctx.emit(batch)
 

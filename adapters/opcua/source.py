@@ -113,10 +113,9 @@ class OpcUaSource:
                     f"OPC UA source {cfg.name!r}: server state is {_SERVER_STATES.get(state, state)}")
 
     def _down(self, ctx: SourceContext, exc: SourceError) -> None:
-        reason = str(exc)
-        ctx.status.down(reason)
-        if self._up is not False:
-            ctx.log.warning("%s — source down; the supervisor will reconnect", reason)
+        # The core logs the transition once per outage (the supervisor creates a new source object for
+        # every attempt, so logging here would repeat on each reconnect attempt).
+        ctx.status.down(str(exc))
         self._up = False
 
     def _came_up(self, ctx: SourceContext) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from ingestd.ports import SourceContext
 
@@ -37,6 +38,7 @@ class SubscriptionRunner:
         """Points without a monitored item (rejected node or unknown namespace), retried periodically."""
         self.monitored = 0
         self._dropped_seen = 0
+        self._overflowing = False
 
     async def setup(self, refs: Sequence[tuple[int, NodeRef]], resolution: Resolution) -> None:
         s = self.cfg.subscription
@@ -46,9 +48,9 @@ class SubscriptionRunner:
             priority=s.priority, buffer=self.buffer,
         )
         self.pending = dict(refs)
-        await self._create(resolution)
+        await self._create(resolution, emit="all")
 
-    async def _create(self, resolution: Resolution) -> None:
+    async def _create(self, resolution: Resolution, emit: Literal["changed", "all"] = "changed") -> None:
         """Create monitored items for ``resolution``; report what the server (or the namespace
         array) rejected and keep it pending."""
         assert self.info is not None
@@ -71,7 +73,7 @@ class SubscriptionRunner:
         self.monitored += len(ok)
         self.ctx.metrics.gauge("monitored_items", self.monitored)
         self.health.node_ok(self.ctx, ok)
-        batch = self.health.node_bad(self.ctx, bad)
+        batch = self.health.node_bad(self.ctx, bad, emit)
         if batch is not None:
             await self.ctx.emit(batch)
 
@@ -93,12 +95,18 @@ class SubscriptionRunner:
         while True:
             await self.buffer.ready.wait()
             raw = self.buffer.drain()
-            if self.buffer.dropped != self._dropped_seen:
-                lost = self.buffer.dropped - self._dropped_seen
+            lost = self.buffer.dropped - self._dropped_seen
+            if lost:
                 self._dropped_seen = self.buffer.dropped
                 self.ctx.metrics.count("buffer_overflow", lost)
-                self.ctx.log.warning("OPC UA source %r: dropped %d notifications (buffer of %d full while the "
-                                     "pipeline applied backpressure)", self.ctx.name, lost, self.buffer.capacity)
+                if not self._overflowing:
+                    self.ctx.log.warning("OPC UA source %r: notification buffer full (%d) while the pipeline "
+                                         "applies backpressure; dropping the oldest (counted as buffer_overflow)",
+                                         self.ctx.name, self.buffer.capacity)
+                self._overflowing = True
+            elif self._overflowing:
+                self._overflowing = False
+                self.ctx.log.info("OPC UA source %r: notification buffer recovered", self.ctx.name)
             n = await emit_raw(self.ctx, raw, mode, self.health)
             if n:
                 self.ctx.metrics.count("notifications", n)

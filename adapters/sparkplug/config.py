@@ -86,7 +86,8 @@ class SparkplugSourceConfig(SourceConfig):
     max_payload: ByteSize = 1024 * 1024
     """Larger messages are rejected (reason ``oversized``)."""
     max_queued: Annotated[int, Field(ge=10)] = 10_000
-    """Messages buffered between the MQTT client and the host state machine."""
+    """Messages buffered between the MQTT client and the host state machine. Beyond it the MQTT client
+    discards messages (logged); the seq gap this leaves makes the host request a rebirth."""
 
     @field_validator("tag")
     @classmethod

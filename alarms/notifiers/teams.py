@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
+from urllib.parse import parse_qsl, quote
 
 import httpx
 
@@ -119,10 +120,14 @@ class _Redact(logging.Filter):
 
     def add(self, url: str) -> None:
         wid = webhook_id(url)
+        base, _, query = url.partition("?")
         self.secrets[url] = wid
-        _, _, query = url.partition("?")
+        self.secrets[base] = wid  # httpx may re-encode the query: the prefix and the query go separately
         if query:
             self.secrets[query] = "<redacted>"
+            for key, value in parse_qsl(query):  # the SAS signature alone, however it gets re-encoded
+                if key.lower() in ("sig", "signature", "code", "key", "token") and len(value) >= 6:
+                    self.secrets[value] = self.secrets[quote(value, safe="")] = "<redacted>"
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -137,7 +142,7 @@ class _Redact(logging.Filter):
 
 
 _REDACT = _Redact()
-for _name in ("httpx", "httpcore"):
+for _name in ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy"):
     logging.getLogger(_name).addFilter(_REDACT)
 
 

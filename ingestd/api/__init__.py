@@ -1,1 +1,1 @@
-"""Query API (HTTP + WebSocket) — see ingestd/api/app.py."""
+"""Query API (HTTP + WebSocket) for dashboards, offline sync and ML — see ingestd/api/app.py."""

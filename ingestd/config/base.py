@@ -18,7 +18,7 @@ __all__ = ["Frozen", "SourceConfig", "TagConfig"]
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, hide_input_in_errors=True)
 
 
 DataType = Literal["float", "int", "bool", "enum", "string"]

@@ -9,6 +9,7 @@ Errors are :class:`~ingestd.errors.ConfigError` with problems such as
 from __future__ import annotations
 
 import tomllib
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,11 +19,13 @@ from pydantic import Field, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
 from alarms.config import AlarmsConfig
+from alarms.config_rules import RULE_KINDS
 
 from ..errors import ConfigError, ConfigProblem
 from ..ports import AdapterRegistry
 from .base import Frozen, SourceConfig
 from .model import ApiConfig, CoordinationConfig, DaemonConfig, PipelineConfig, TenantConfig
+from .types import SecretUnavailable
 
 __all__ = ["IngestdConfig", "format_loc", "load_config", "parse_config"]
 
@@ -75,11 +78,17 @@ def _problem(err: ErrorDetails, protocols: set[str]) -> ConfigProblem:
         if isinstance(part, str) and i > 0 and isinstance(loc[i - 1], int) and part in protocols \
                 and cleaned[:1] == ["sources"] and len(cleaned) == 2:
             continue
+        if isinstance(part, str) and i > 0 and isinstance(loc[i - 1], int) and part in RULE_KINDS \
+                and cleaned[:2] == ["alarms", "rules"] and len(cleaned) == 3:
+            continue
         cleaned.append(part)
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind in _MESSAGES:
         msg = _MESSAGES[kind]
+    elif kind == "union_tag_invalid" and cleaned[:2] == ["alarms", "rules"]:
+        msg = f"unknown rule kind {ctx.get('tag')!r} (known: {', '.join(RULE_KINDS)})"
+        cleaned.append("kind")
     elif kind == "union_tag_invalid":
         msg = f"unknown protocol {ctx.get('tag')!r} (known: {', '.join(sorted(protocols))})"
         cleaned.append("protocol")
@@ -171,12 +180,34 @@ def load_config(path: Path | str, registry: AdapterRegistry) -> IngestdConfig:
 _INLINE = "secret is written inline; prefer env:, file: or credential:"
 
 
+def _sslmode(dsn: str) -> str:
+    """The sslmode of a URL or key=value DSN (libpq's default is ``prefer``)."""
+    if "://" in dsn:
+        query = urllib.parse.urlsplit(dsn).query
+        return urllib.parse.parse_qs(query).get("sslmode", ["prefer"])[-1]
+    for part in dsn.split():
+        key, _, value = part.partition("=")
+        if key.strip() == "sslmode":
+            return value.strip().strip("'")
+    return "prefer"
+
+
 def warnings(cfg: IngestdConfig) -> list[ConfigProblem]:
     """Non-fatal findings shown by ``check-config``: inline secrets, plain-text connections."""
     out: list[ConfigProblem] = []
     for i, t in enumerate(cfg.tenants):
         if t.dsn.is_inline:
             out.append(ConfigProblem(f"tenants[{i}].dsn", _INLINE))
+        try:
+            mode = _sslmode(t.dsn.reveal())
+        except SecretUnavailable as exc:
+            out.append(ConfigProblem(f"tenants[{i}].dsn", f"cannot check the DSN: {exc}"))
+        except ValueError:
+            out.append(ConfigProblem(f"tenants[{i}].dsn", "cannot parse the DSN"))
+        else:
+            if mode not in ("verify-full", "verify-ca"):
+                out.append(ConfigProblem(f"tenants[{i}].dsn", f"database connection is not verified "
+                                                              f"(sslmode={mode}); use sslmode=verify-full"))
     for i, s in enumerate(cfg.sources):
         for path, msg in _source_warnings(s):
             out.append(ConfigProblem(f"sources[{i}].{path}" if path else f"sources[{i}]", msg))

@@ -62,6 +62,12 @@ class PipelineConfig(Frozen):
     """Samples stamped further than this in the future are rejected as absurd (clock skew)."""
     max_past: Duration = 10 * 365 * 86400.0
     """Samples older than this are rejected as absurd."""
+    durability_deadline: Duration = 1.0
+    """A reading accepted from a source is committed or appended to the spool within this time, even
+    while a database write hangs (the durability guard spools data older than this)."""
+    db_retry_max: Duration = 5.0
+    """Tenant database breaker: the open period grows (jittered) after failed retries up to this cap,
+    so an outage ends at most this long before writes and replay resume."""
 
 
 class PoolConfig(Frozen):

@@ -1,8 +1,15 @@
 """Bounded per-tenant inbox that doubles as the batcher.
 
-Sources ``await put()`` (waiting while the inbox holds ``max_rows``: backpressure, never a silent
-drop). The tenant writer ``await take()`` gets everything queued as one batch once it holds
-``batch_rows`` rows or its oldest batch is ``batch_age`` old — the flush-on-size-or-age rule.
+Sources ``await put()``; a batch is queued only while the inbox then holds at most ``limit_rows``
+rows — ``max_rows`` (the memory bound), lowered by the writer to what it commits within the
+durability deadline — (a single batch larger than the bound is accepted into an empty inbox, so
+progress is always possible). Producers that do not fit wait in FIFO order — backpressure, never a silent drop, and a
+large batch is not starved by a stream of small ones.
+
+The tenant writer ``await take()`` gets everything queued as one batch once it holds ``batch_rows``
+rows or its oldest batch is ``batch_age`` old — the flush-on-size-or-age rule. The durability guard
+uses :meth:`Inbox.take_expired` to move data older than its deadline to the spool while a database
+write hangs.
 """
 
 from __future__ import annotations
@@ -29,46 +36,84 @@ class InboxStats:
 class Inbox:
     def __init__(self, max_rows: int, batch_rows: int, batch_age: float) -> None:
         self.max_rows = max_rows
+        self.limit_rows = max_rows
+        """The bound in force (≤ ``max_rows``): the tenant writer lowers it to what it can commit
+        within its durability deadline, so queued data never waits longer than that."""
         self.batch_rows = batch_rows
         self.batch_age = batch_age
         self._items: deque[tuple[float, Batch]] = deque()
         self._rows = 0
-        self._space = asyncio.Event()
-        self._space.set()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._data = asyncio.Event()
-        self._waiting = 0
         self._closed = False
+        self.last_put_at = 0.0
+        """Monotonic time at which the oldest batch of the last :meth:`take` was queued."""
 
     @property
     def rows(self) -> int:
         return self._rows
 
     def statistics(self) -> InboxStats:
-        return InboxStats(self._rows, self.max_rows, len(self._items), self._waiting)
+        return InboxStats(self._rows, self.limit_rows, len(self._items), len(self._waiters))
 
     def oldest_age(self) -> float:
         return time.monotonic() - self._items[0][0] if self._items else 0.0
 
+    def oldest_put_at(self) -> float | None:
+        """Monotonic time at which the oldest queued batch arrived (None when empty)."""
+        return self._items[0][0] if self._items else None
+
+    def _fits(self, n: int) -> bool:
+        return self._closed or self._rows == 0 or self._rows + n <= self.limit_rows
+
+    def set_limit(self, rows: int) -> None:
+        """Change the bound in force (clamped to ``1..max_rows``); waiting producers that now fit go on."""
+        grew = rows > self.limit_rows
+        self.limit_rows = max(1, min(self.max_rows, rows))
+        if grew and self._waiters:
+            self._wake()
+
     async def put(self, batch: Batch) -> None:
-        """Queue a batch, waiting while the inbox is full. A batch larger than the bound is
-        accepted when the inbox is empty, so progress is always possible."""
-        if len(batch) == 0:
+        """Queue a batch, waiting (FIFO among producers) until it fits within ``max_rows``."""
+        n = len(batch)
+        if n == 0:
             batch.release()
             return
-        while self._rows >= self.max_rows and not self._closed:
-            self._space.clear()
-            self._waiting += 1
+        if self._waiters or not self._fits(n):
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (n, fut)
+            self._waiters.append(entry)
             try:
-                await self._space.wait()
-            finally:
-                self._waiting -= 1
+                await fut  # on success the space was reserved for us by _wake()
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._rows -= n  # granted and then cancelled: give the reservation back
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(entry)
+                self._wake()
+                raise
+        else:
+            self._rows += n
         self._items.append((time.monotonic(), batch))
-        self._rows += len(batch)
         self._data.set()
 
-    def put_front(self, batch: Batch) -> None:
-        """Requeue data at the head, ignoring the bound (data the writer must retry)."""
-        self._items.appendleft((time.monotonic() - self.batch_age, batch))
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():  # cancelled while waiting
+                self._waiters.popleft()
+                continue
+            if not self._fits(n):
+                return
+            self._waiters.popleft()
+            self._rows += n
+            fut.set_result(None)
+
+    def put_front(self, batch: Batch, put_at: float | None = None) -> None:
+        """Requeue data at the head, ignoring the bound (data taken out that must go back);
+        ``put_at`` keeps its original arrival time (default: due for a flush now)."""
+        self._items.appendleft((time.monotonic() - self.batch_age if put_at is None else put_at, batch))
         self._rows += len(batch)
         self._data.set()
 
@@ -92,25 +137,36 @@ class Inbox:
         """Whatever is queued (up to ``max_rows``), without waiting."""
         return self._drain(max_rows or self.batch_rows)
 
-    def _drain(self, limit: int) -> Batch | None:
+    def take_expired(self, queued_before: float, max_rows: int | None = None) -> Batch | None:
+        """Queued batches that arrived before the monotonic time ``queued_before`` (oldest first,
+        up to ``max_rows``), without waiting; None if there are none."""
+        if not self._items or self._items[0][0] > queued_before:
+            return None
+        return self._drain(max_rows or self.batch_rows, queued_before)
+
+    def _drain(self, limit: int, queued_before: float | None = None) -> Batch | None:
         if not self._items:
             return None
+        self.last_put_at = self._items[0][0]
         out: list[Batch] = []
         rows = 0
-        while self._items and (rows == 0 or rows + len(self._items[0][1]) <= limit):
-            _, b = self._items.popleft()
+        items = self._items
+        while items and (rows == 0 or rows + len(items[0][1]) <= limit):
+            if queued_before is not None and items[0][0] > queued_before:
+                break
+            b = items.popleft()[1]
             out.append(b)
             rows += len(b)
         self._rows -= rows
-        if self._rows < self.max_rows:
-            self._space.set()
+        if self._waiters:
+            self._wake()
         return Batch.concat(out)
 
     def close(self) -> None:
         """Stop waiting for more data: take() flushes what is queued, then returns None."""
         self._closed = True
         self._data.set()
-        self._space.set()
+        self._wake()
 
     @property
     def closed(self) -> bool:

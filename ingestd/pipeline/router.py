@@ -146,6 +146,12 @@ class Router:
     async def _deliver(self, route: SourceRoute, tenant: TenantPipeline, keys: npt.NDArray[np.int32],
                        batch: Batch) -> None:
         routed = Batch(keys, batch.ts, batch.value, batch.quality, batch.status, batch.recv_us, batch.tokens)
+        if batch.historical:
+            # backfill: stored as is; live cache, alarms and deadband state only follow live data
+            self.metrics.points_received.labels(tenant.slug, route.name).inc(len(routed))
+            routed.origin = {route.name: len(routed)}
+            await tenant.inbox.put(routed)
+            return
         reg = tenant.registry
         reg.update_live(keys, batch.ts, batch.value, batch.quality, batch.status, batch.recv_us)
         self.metrics.points_received.labels(tenant.slug, route.name).inc(len(routed))

@@ -55,7 +55,7 @@ async def test_tier_never_changes_in_place(apache_db: TenantDb) -> None:
         await migrate(conn, StorageConfig(tier="apache"))
         from ingestd.errors import StorageSchemaError
 
-        with pytest.raises(StorageSchemaError, match="storage.tier is 'postgres' but the database is 'apache'"):
+        with pytest.raises(StorageSchemaError, match=r"storage\.tier is 'postgres' but the database is 'apache'"):
             await migrate(conn, StorageConfig(tier="postgres"))
     finally:
         await conn.close()
@@ -126,7 +126,8 @@ async def test_outage_windows(tenant_db: TenantDb) -> None:
             Outage("plc1", "", t + 5_000_000, down=False),
             Outage("plc1", "unit2", t, down=True, reason="gateway target failed"),
         ])
-        rows = await conn.fetch("SELECT source, device, reason, up_at - down_at AS d FROM source_status ORDER BY device")
+        rows = await conn.fetch(
+            "SELECT source, device, reason, up_at - down_at AS d FROM source_status ORDER BY device")
         assert [(r["source"], r["device"], r["reason"]) for r in rows] == [
             ("plc1", "", "timeout"), ("plc1", "unit2", "gateway target failed")]
         assert rows[0]["d"].total_seconds() == pytest.approx(5, abs=0.01)

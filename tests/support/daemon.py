@@ -61,12 +61,9 @@ def make_config(*, state_dir: Path | str, tenants: list[dict[str, Any]], sources
                 **sections: Any) -> dict[str, Any]:
     daemon = {"state_dir": str(state_dir), "metrics_listen": "127.0.0.1:0", "shutdown_timeout": 15.0}
     daemon.update(sections.pop("daemon", {}))
-    api = {"listen": None}
+    api: dict[str, Any] = {"listen": "127.0.0.1:0"}  # never a fixed port in tests
     api.update(sections.pop("api", {}))
-    if api["listen"] is None:
-        del api["listen"]
-        api = {**api}
-    cfg: dict[str, Any] = {"daemon": daemon, "tenants": tenants, "sources": list(sources)}
+    cfg: dict[str, Any] = {"daemon": daemon, "api": api, "tenants": tenants, "sources": list(sources)}
     cfg.update(sections)
     return cfg
 
@@ -77,9 +74,10 @@ def parse(cfg: Mapping[str, Any]) -> IngestdConfig:
 
 async def wait_sources_up(d: Daemon, timeout: float = 30) -> None:
     """Wait until every enabled source has reported itself connected (status up)."""
-    async with asyncio.timeout(timeout):
-        while not all(h.device_up.get("") for h in d.sources.values()):
-            await asyncio.sleep(0.02)
+    from .wait import eventually
+
+    await eventually(lambda: all(h.device_up.get("") for h in d.sources.values()), timeout=timeout,
+                     interval=0.02, what="sources connected")
 
 
 @contextlib.asynccontextmanager
@@ -109,7 +107,7 @@ async def running_daemon(cfg: Mapping[str, Any] | IngestdConfig, *, wait_sources
 
 
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return str(r.read().decode())
 
 

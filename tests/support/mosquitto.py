@@ -17,11 +17,12 @@ __all__ = ["Mosquitto"]
 
 
 class Mosquitto:
-    def __init__(self, *, port: int | None = None, extra: str = "") -> None:
+    def __init__(self, *, port: int | None = None, extra: str = "", head: str = "") -> None:
         self.root = Path(tempfile.mkdtemp(prefix="ingestd-mqtt-"))
         self.port = port or free_port()
         self.conf = self.root / "mosquitto.conf"
         lines = [
+            *([head] if head else []),
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "persistence true",

@@ -62,6 +62,7 @@ class PgServer:
         self.fsync = fsync
         self.extra = extra or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.start_dsn_check = True
         if self.user:
             shutil.chown(self.root, self.user)
             shutil.chown(self.sockdir, self.user)
@@ -100,7 +101,8 @@ class PgServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                with psycopg.connect(self.dsn(), connect_timeout=2) as c:
+                target = self.dsn() if self.start_dsn_check else f"host={self.sockdir} port={self.port} user=postgres"
+                with psycopg.connect(target, connect_timeout=2) as c:
                     c.execute("SELECT 1")
                 return
             except psycopg.OperationalError:

@@ -51,7 +51,8 @@ def test_encoding_with_nulls_round_trips() -> None:
 
 def test_empty_and_all_null() -> None:
     e = np.empty(0)
-    assert parse(encode_readings(e.astype(np.int32), e.astype(np.int64), e, e.astype(np.uint8), e.astype(np.uint32), 1)) == []
+    enc = encode_readings(e.astype(np.int32), e.astype(np.int64), e, e.astype(np.uint8), e.astype(np.uint32), 1)
+    assert parse(enc) == []
     rows = parse(encode_readings(np.array([9], np.int32), np.array([0], np.int64), np.array([np.nan]),
                                  np.array([2], np.uint8), np.array([3], np.uint32), 1))
     assert rows == [(9, 0, None, 2, 3, 1)]

@@ -82,3 +82,20 @@ def test_vectorised_batch_and_duplicates_match_row_by_row() -> None:
     # ... equals feeding sample by sample
     expect = [i for i in range(n) if len(apply_deadband(r2, Batch.of(keys[i:i + 1], ts[i:i + 1], vals[i:i + 1])))]
     assert kept.ts.tolist() == ts[expect].tolist()
+
+
+def test_heartbeat_synthesised_for_quiet_connected_tags_only() -> None:
+    from ingestd.pipeline.heartbeat import heartbeat_batch, mark_stale
+
+    r = reg(1.0, heartbeat=60)
+    r.ensure(TagMeta("c"), deadband=1.0, heartbeat_s=60)
+    b = Batch.of([0, 2], [0, 0], [5.0, 7.0])
+    apply_deadband(r, b)
+    r.update_live(b.key, b.ts, b.value, b.quality, b.status, 0)
+    assert heartbeat_batch(r, 59 * S) is None
+    r.stale[2] = True  # tag c's source went down: never re-emit its last value as current
+    hb = heartbeat_batch(r, 60 * S)
+    assert hb is not None and hb.key.tolist() == [0] and hb.value.tolist() == [5.0] and hb.ts.tolist() == [60 * S]
+    assert heartbeat_batch(r, 61 * S) is None  # stored state advanced
+    assert mark_stale(r, np.array([0], np.int32), 200 * S, 100 * S) == 1
+    assert heartbeat_batch(r, 500 * S) is None

@@ -73,7 +73,7 @@ def test_items_array_with_per_item_timestamps_and_quality() -> None:
     assert sorted(e.reason for e in errs) == ["bad_structure", "bad_timestamp"]
 
 
-@pytest.mark.parametrize("payload, reason", [
+@pytest.mark.parametrize(("payload", "reason"), [
     (b"{not json", "bad_json"),
     (b'{"val": 1}', "missing_value"),
     (b'{"value": "NaN"}', "not_finite"),

@@ -41,7 +41,7 @@ async def test_scaling_nan_and_live_cache(tmp_path: Path) -> None:
     assert np.isnan(got.value[2]) and got.quality[2] == Quality.BAD and got.status[2] == STATUS_NOT_FINITE
     live = a.registry.live(a.registry.index["x"])
     assert live is not None and live.value is None and live.quality == Quality.BAD and live.ts_us == now + 1
-    assert m.malformed.labels("src", "not_finite")._value.get() == 1  # noqa: SLF001
+    assert m.malformed.labels("src", "not_finite")._value.get() == 1
 
 
 async def test_absurd_timestamps_are_rejected(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ async def test_absurd_timestamps_are_rejected(tmp_path: Path) -> None:
     await router.route(route, Batch.of([0, 0, 0], [now, now + 3600 * 10**6, 0], [1.0, 2.0, 3.0]))
     got = a.inbox.take_nowait()
     assert got is not None and got.value.tolist() == [1.0]
-    assert m.malformed.labels("src", "timestamp_out_of_range")._value.get() == 2  # noqa: SLF001
+    assert m.malformed.labels("src", "timestamp_out_of_range")._value.get() == 2
 
 
 async def test_split_across_tenants_releases_token_once_both_are_durable(tmp_path: Path) -> None:
@@ -80,4 +80,20 @@ async def test_deadband_filtered_batch_releases_its_token(tmp_path: Path) -> Non
     b.tokens = [Durability(lambda: done.append(1))]
     await router.route(route, b)
     assert done == [1]
-    assert m.points_filtered.labels("a", "src")._value.get() == 1  # noqa: SLF001
+    assert m.points_filtered.labels("a", "src")._value.get() == 1
+
+
+async def test_historical_batches_are_stored_without_touching_live_state(tmp_path: Path) -> None:
+    router, route, a, _, _ = setup(tmp_path)
+    seen: list[int] = []
+    router.listeners.append(lambda tp, bt: seen.append(len(bt)))
+    now = now_us()
+    await router.route(route, Batch.of([0], [now], [1.0]))
+    hist = Batch.of([0, 0], [now + 10, now + 20], [7.0, 8.0])
+    hist.historical = True
+    await router.route(route, hist)
+    live = a.registry.live(a.registry.index["x"])
+    assert live is not None and live.value == 1.0  # backfill never becomes "current"
+    assert seen == [1]  # alarm/live listeners only see live data
+    stored = a.inbox.take_nowait()
+    assert stored is not None and len(stored) == 3

@@ -15,6 +15,7 @@ from ingestd.pipeline.breaker import Backoff
 from ingestd.pipeline.supervisor import RunState, SourceRunner
 from ingestd.ports import SourceContext
 from ingestd.testing import RecordingContext
+from tests.support.wait import eventually
 
 
 def cfg(**kw: Any) -> MqttSourceConfig:
@@ -70,9 +71,8 @@ def runner(c: MqttSourceConfig, source: Any, downs: list[str]) -> tuple[SourceRu
 
 
 async def wait_state(r: SourceRunner, state: RunState, attempts: int | None = None) -> None:
-    async with asyncio.timeout(10):
-        while r.state is not state or (attempts is not None and r.attempts < attempts):
-            await asyncio.sleep(0.005)
+    await eventually(lambda: r.state is state and (attempts is None or r.attempts >= attempts), interval=0.005,
+                     timeout=10, what=f"runner {state}")
 
 
 async def test_unavailable_is_retried_until_it_connects() -> None:
@@ -85,7 +85,7 @@ async def test_unavailable_is_retried_until_it_connects() -> None:
     assert downs == ["attempt 1 failed", "attempt 2 failed"]
     assert r.breaker.current_state == "closed"
     assert r.backoff.attempt == 0  # reset once healthy
-    assert m.source_restarts.labels("s", "unavailable")._value.get() == 2  # noqa: SLF001
+    assert m.source_restarts.labels("s", "unavailable")._value.get() == 2
 
 
 async def test_breaker_opens_after_fail_max_and_holds_retries() -> None:
@@ -93,17 +93,13 @@ async def test_breaker_opens_after_fail_max_and_holds_retries() -> None:
     downs: list[str] = []
     r, m = runner(cfg(breaker_reset=0.3), Flaky(100), downs)
     task = asyncio.create_task(r.run())
-    async with asyncio.timeout(5):
-        while r.breaker.current_state != "open":
-            await asyncio.sleep(0.001)
+    await eventually(lambda: r.breaker.current_state == "open", interval=0.001, timeout=5, what="breaker open")
     opened_at = Flaky.calls
     assert opened_at == 3
-    assert m.breaker_state.labels("source", "s")._value.get() == 2  # noqa: SLF001
+    assert m.breaker_state.labels("source", "s")._value.get() == 2
     await asyncio.sleep(0.1)
     assert Flaky.calls == opened_at  # no attempt while open
-    async with asyncio.timeout(5):
-        while Flaky.calls == opened_at:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: Flaky.calls > opened_at, interval=0.01, timeout=5, what="half-open retry")
     task.cancel()
 
 
@@ -128,4 +124,4 @@ async def test_adapter_bug_does_not_kill_the_supervisor() -> None:
     task = asyncio.create_task(r.run())
     await wait_state(r, RunState.RUNNING, attempts=2)
     task.cancel()
-    assert m.source_restarts.labels("s", "bug")._value.get() == 1  # noqa: SLF001
+    assert m.source_restarts.labels("s", "bug")._value.get() == 1

@@ -16,7 +16,6 @@ from ingestd.model import Quality
 from ingestd.testing import RecordingContext, StatusEvent
 
 from .support import (
-    Behaviour,
     SimPlc,
     UnitData,
     batches_with,
@@ -99,7 +98,7 @@ async def test_values_and_quality_from_a_real_plc() -> None:
     assert all(q == Quality.GOOD for t, (_, q, _) in first.items() if t != "text")
     value, quality, status = first["text"]  # "WELL-07" is not a number: BAD with the adapter's status
     assert math.isnan(value)
-    assert (quality, status) == (Quality.BAD, 0x8000_4D01)
+    assert (quality, status) == (Quality.BAD, 0x8000_0002)
     assert len(ctx.rec.batches[0]) == len(PLC_TAGS)  # one emit per poll
     assert ctx.rec.status == [StatusEvent("up", "")]
 

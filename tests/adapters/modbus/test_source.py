@@ -105,7 +105,7 @@ async def test_busy_beyond_retries_is_bad_with_code_6() -> None:
 
 
 async def test_gateway_exception_marks_the_unit_bad_and_down_then_up(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     source, ctx, dev = _setup()
     dev.script[(2, "holding", 10)] = [11, 11, 11]
     u2_points = (4, 5)
@@ -119,12 +119,11 @@ async def test_gateway_exception_marks_the_unit_bad_and_down_then_up(caplog: pyt
     assert (down[0].device, down[0].points) == ("unit2", u2_points)
     assert "exception 11 (gateway target device failed to respond)" in down[0].reason
     assert [e for e in ctx.rec.status if e.kind == "up"] == [StatusEvent("up", ""), StatusEvent("up", "unit2")]
-    assert sum("unit2 is down" in r.message for r in caplog.records) == 1
-    assert sum("unit2 answers again" in r.message for r in caplog.records) == 1
+    assert not [r for r in caplog.records if r.name == ctx.log.name]  # no per-poll logging (the core logs transitions)
 
 
 async def test_silent_unit_goes_down_once_is_probed_and_comes_back(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     source, ctx, dev = _setup(retries=2)
     dev.dead.add(2)
     async with running(source, ctx):
@@ -147,8 +146,7 @@ async def test_silent_unit_goes_down_once_is_probed_and_comes_back(caplog: pytes
         assert "u2.level" not in tags
     assert "u2.level" in {ctx.points[k].tag for k in ctx.rec.batches[-1].key.tolist()}
     assert [e.kind for e in ctx.rec.status if e.device == ""] == ["up"]  # the connection itself stayed up
-    assert sum("unit2 is down" in r.message for r in caplog.records) == 1
-    assert sum("unit2 answers again" in r.message for r in caplog.records) == 1
+    assert not [r for r in caplog.records if r.name == ctx.log.name]  # no per-poll logging (the core logs transitions)
 
 
 async def test_no_answer_at_all_is_a_connection_failure_reported_once() -> None:
@@ -187,30 +185,38 @@ async def test_connect_refused_is_source_unavailable_and_down_once() -> None:
     assert [e.kind for e in ctx.rec.status] == ["down"]
 
 
+def _grid(name: str, interval: float, times: list[float]) -> tuple[list[int], list[float]]:
+    """Slot number and lateness of each time on the source's grid ``phase + k * interval``."""
+    phase = phase_offset(name, interval)
+    slots = [round((t - phase) / interval) for t in times]
+    return [n - slots[0] for n in slots], [t - (phase + n * interval) for t, n in zip(times, slots, strict=True)]
+
+
 async def test_polls_stay_on_the_grid_without_drift() -> None:
-    interval = 0.05
+    interval = 0.1
     source, ctx, dev = _setup(poll_interval=interval, tags=TAGS[:1])
-    dev.latency = 0.015  # each poll takes 30 % of the interval
+    dev.latency = 0.03  # each poll takes 30 % of the interval: "now + interval" would drift 30 ms per poll
     async with running(source, ctx):
-        await ctx.wait_for(batches_with(ctx, 12))
-    starts = [c[0] for c in dev.calls]
-    for k, t in enumerate(starts[:12]):
-        assert abs((t - starts[0]) - k * interval) < 0.012, f"poll {k} drifted: {t - starts[0]:.4f}s"
+        await ctx.wait_for(batches_with(ctx, 10))
+    slots, lateness = _grid("plc", interval, [c[0] for c in dev.calls[:10]])
+    assert slots == list(range(10))
+    assert max(lateness) < 0.02
+    assert min(lateness) > -0.002
     assert "overrun" not in ctx.rec.events
 
 
 async def test_overrun_is_counted_and_missed_slots_are_skipped() -> None:
-    interval = 0.05
+    interval = 0.1
     source, ctx, dev = _setup(poll_interval=interval, tags=TAGS[:1])
-    dev.script[(1, "holding", 0)] = [0.0, 0.125]  # the second poll takes 2.5 intervals
+    dev.script[(1, "holding", 0)] = [0.0, 0.25]  # the second poll takes 2.5 intervals
     async with running(source, ctx):
         await ctx.wait_for(batches_with(ctx, 4))
-    starts = [c[0] for c in dev.calls]
     assert ctx.rec.events["overrun"] == 1
     assert ctx.rec.events["missed_poll"] == 2
-    # after the overrun the source is back on its grid (slot 4), it does not fire the missed polls
-    assert abs((starts[2] - starts[0]) - 4 * interval) < 0.012
-    assert abs((starts[3] - starts[0]) - 5 * interval) < 0.012
+    # slots 2 and 3 are skipped, not fired back to back; the source stays on its grid
+    slots, lateness = _grid("plc", interval, [c[0] for c in dev.calls[:4]])
+    assert slots == [0, 1, 4, 5]
+    assert max(lateness) < 0.02
 
 
 async def test_pause_between_requests() -> None:
@@ -234,4 +240,4 @@ async def test_polls_of_different_sources_are_phase_shifted() -> None:
         firsts.append(dev.calls[0][0] % 0.2)
     for name, t in zip(("well-a", "well-b"), firsts, strict=True):
         expected = phase_offset(name, 0.2)
-        assert min(abs(t - expected), 0.2 - abs(t - expected)) < 0.015, name
+        assert min(abs(t - expected), 0.2 - abs(t - expected)) < 0.03, name

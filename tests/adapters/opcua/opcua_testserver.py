@@ -71,6 +71,8 @@ class PlcServer:
     users: dict[str, str] | None = None
     string_tags: int = 0
     calls: dict[str, list[int]] = field(default_factory=lambda: {"read": [], "monitor": []})
+    monitor_requests: list[Any] = field(default_factory=list)
+    """Every MonitoredItemCreateRequest received (to check sampling, queue size, filters)."""
     ns: int = 0
     nodes: list[Any] = field(default_factory=list)
     server: Any = None
@@ -146,6 +148,7 @@ class PlcServer:
 
         async def counted_create(params: Any) -> Any:
             self.calls["monitor"].append(len(params.ItemsToCreate))
+            self.monitor_requests.extend(params.ItemsToCreate)
             if limit_mon and len(params.ItemsToCreate) > limit_mon:
                 raise ServiceError(ua.StatusCodes.BadTooManyOperations)
             return await create(params)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from opcua_testserver import PlcServer, latest, source_config
 
+from adapters.opcua.client import OpcUaClient
 from adapters.opcua.source import OpcUaSource
 from ingestd.testing import RecordingContext
 
@@ -56,3 +57,17 @@ async def test_fallback_when_the_server_publishes_no_limit(plc: Any, published: 
     server: PlcServer = await plc(n_tags=N, limits={MAX_MONITORED: published})
     await _run_until_all_tags(server, limits={"fallback": 12})
     assert server.calls["monitor"] == [12, 12, 11]
+
+
+async def test_node_registration_is_chunked_to_the_server_limit(plc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+    register = OpcUaClient.register_nodes
+
+    async def spy(self: OpcUaClient, nodes: Any) -> Any:
+        sizes.append(len(nodes))
+        return await register(self, nodes)
+
+    monkeypatch.setattr(OpcUaClient, "register_nodes", spy)
+    server: PlcServer = await plc(n_tags=N, limits={MAX_REGISTER: 10})
+    await _run_until_all_tags(server, mode="polling", polling={"interval": "50ms"})
+    assert sizes == [10, 10, 10, 5]

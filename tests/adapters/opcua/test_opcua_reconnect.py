@@ -71,3 +71,34 @@ async def test_hung_server_is_detected_by_the_status_probe(plc: Any) -> None:
             if not transport.is_closing():
                 transport.resume_reading()
     assert ctx.rec.status[-1].kind == "down"
+
+
+async def test_bad_node_is_logged_once_across_sessions_but_reported_in_each(
+        plc: Any, caplog: pytest.LogCaptureFixture) -> None:
+    server: PlcServer = await plc(n_tags=1)
+    tags = [{"name": "good", "node_id": f"nsu={URI};s=Tag00"}, {"name": "missing", "node_id": f"nsu={URI};s=Nope"}]
+    cfg = source_config(server.endpoint, 0, tags=tags)
+    source = OpcUaSource(cfg)  # one source object, run() twice: like the supervisor after a reconnect
+    ctx = RecordingContext.for_source(cfg)
+    missing = next(p.index for p in ctx.points if p.tag == "missing")
+    for session in (1, 2):
+        task = asyncio.create_task(source.run(ctx))
+        await ctx.wait_for(lambda c, n=session: int((c.rows.key == missing).sum()) == n)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert ctx.rec.events["bad_node"] == 1
+    assert len([r for r in caplog.records if "'missing'" in r.getMessage()]) == 1
+
+
+async def test_unreachable_server_is_unavailable_and_reported_down(caplog: pytest.LogCaptureFixture) -> None:
+    """Each attempt reports down (the core dedupes and logs once per outage); the adapter itself does
+    not log every attempt."""
+    cfg = source_config(f"opc.tcp://127.0.0.1:{free_port()}", 1)
+    source = OpcUaSource(cfg)
+    ctx = RecordingContext.for_source(cfg)
+    for _ in range(3):
+        with pytest.raises(SourceUnavailable, match="connect"):
+            await asyncio.wait_for(source.run(ctx), 10)
+    assert [e.kind for e in ctx.rec.status] == ["down"] * 3
+    assert [r for r in caplog.records if r.levelno >= 30 and "connect" in r.getMessage()] == []

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from asyncua import ua
-from cryptography.hazmat.primitives.serialization import Encoding
 from asyncua.common.utils import ServiceError
+from cryptography.hazmat.primitives.serialization import Encoding
 from opcua_testserver import PlcServer, ServerPki, latest, source_config
 
 from adapters.opcua.certs import CERT_NAME, KEY_NAME
@@ -21,7 +21,7 @@ from adapters.opcua.source import OpcUaSource
 from ingestd.errors import SourceAuthError, SourceConfigError
 from ingestd.testing import RecordingContext
 
-PASSWORD = "s3cr3t-Pa55"  # noqa: S105 - test credential
+PASSWORD = "s3cr3t-Pa55"
 USERS = {"ingestd": PASSWORD}
 
 
@@ -78,7 +78,7 @@ async def test_secure_endpoint_with_username(plc: Any, server_pki: ServerPki, tm
 async def test_wrong_password_is_an_auth_error_without_the_secret(plc: Any, server_pki: ServerPki, tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     server: PlcServer = await plc(n_tags=2, pki=server_pki, users=USERS)
-    wrong = "not-the-Pa55word"  # noqa: S105
+    wrong = "not-the-Pa55word"
     caplog.set_level(logging.DEBUG)
     exc, ctx = await run_expecting(secure_config(server, password=wrong), tmp_path, SourceAuthError)
     assert "BadUserAccessDenied" in str(exc)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from asyncua import ua
 from opcua_testserver import URI, PlcServer, latest, source_config
 
 from adapters.opcua.config import OpcUaSourceConfig
@@ -122,18 +123,28 @@ async def test_timestamp_source_and_fallbacks(plc: Any, mode: str, expect: str) 
     assert t0 <= ts["tag02"] <= now_us()  # nothing sent: receive time
 
 
-async def test_strings_are_bad_and_rejected_once_per_tag(plc: Any) -> None:
+async def test_value_types_numbers_stored_strings_rejected_once_per_tag(plc: Any) -> None:
     server: PlcServer = await plc(n_tags=1, string_tags=1)
+    plant = server.server.get_node(f"ns={server.ns};s=Plant")
+    await plant.add_variable(f"ns={server.ns};s=Flag", "Flag", True)
+    await plant.add_variable(f"ns={server.ns};s=Count", "Count", ua.Variant(-42, ua.VariantType.Int64))
+    await plant.add_variable(f"ns={server.ns};s=State", "State", ua.Variant(3, ua.VariantType.Int32),
+                             datatype=ua.NodeId(ua.ObjectIds.ServerState))
     tags = [{"name": "num", "node_id": f"nsu={URI};s=Tag00"},
-            {"name": "text", "node_id": f"nsu={URI};s=Text0", "data_type": "float"}]
+            {"name": "text", "node_id": f"nsu={URI};s=Text0", "data_type": "float"},
+            {"name": "flag", "node_id": f"nsu={URI};s=Flag", "data_type": "bool"},
+            {"name": "count", "node_id": f"nsu={URI};s=Count", "data_type": "int"},
+            {"name": "state", "node_id": f"nsu={URI};s=State", "data_type": "enum"}]
     cfg = source_config(server.endpoint, 0, tags=tags)
     async with running(cfg) as (_, ctx):
-        await ctx.wait_rows(2)
+        await ctx.wait_rows(5)
         await server.nodes[1].write_value("changed")
         await ctx.wait_for(lambda c: len(rows_of(c, "text")) >= 2)
+    assert [rows_of(ctx, t)[0][1:3] for t in ("flag", "count", "state")] == [
+        (1.0, Quality.GOOD), (-42.0, Quality.GOOD), (3.0, Quality.GOOD)]
     texts = rows_of(ctx, "text")
     assert all(math.isnan(v) and q == Quality.BAD and s == 0x8074_0000 for _, v, q, s in texts)
-    assert len(ctx.rec.rejects) == 1
+    assert len(ctx.rec.rejects) == 1  # once per tag, not once per value
     reason, detail, _ = ctx.rec.rejects[0]
     assert reason == "unsupported_type"
     assert "'text'" in detail
@@ -200,3 +211,28 @@ async def test_polling_reports_bad_nodes_each_poll_and_logs_once(plc: Any, caplo
         await ctx.wait_for(lambda c: len(rows_of(c, "gone")) >= 4)
     assert {r[2:] for r in rows_of(ctx, "gone")} == {(Quality.BAD, 0x8034_0000)}
     assert len([r for r in caplog.records if "'gone'" in r.getMessage()]) == 1
+
+
+async def test_subscription_parameters_reach_the_server(plc: Any) -> None:
+    server: PlcServer = await plc(n_tags=3)
+    tags = [{"name": "a", "node_id": f"nsu={URI};s=Tag00"},
+            {"name": "b", "node_id": f"nsu={URI};s=Tag01",
+             "monitoring": {"sampling_interval": "100ms", "queue_size": 3, "deadband_type": "percent",
+                            "deadband_value": 2.5}},
+            {"name": "c", "node_id": f"nsu={URI};s=Tag02", "monitoring": {"trigger": "status_value_timestamp"}}]
+    cfg = source_config(server.endpoint, 0, tags=tags,
+                        subscription={"publishing_interval": "200ms", "queue_size": 7, "sampling_interval": "50ms"})
+    async with running(cfg) as (_, ctx):
+        await ctx.wait_rows(3)
+        subs = list(server.server.iserver.subscription_service.subscriptions.values())
+        assert [s.data.RevisedPublishingInterval for s in subs] == [200.0], [s.data for s in subs]
+    assert len(server.monitor_requests) == 3, server.monitor_requests
+    a, b, c = server.monitor_requests
+    assert (a.RequestedParameters.SamplingInterval, a.RequestedParameters.QueueSize) == (50.0, 7)
+    assert a.RequestedParameters.Filter.Body is None  # server default (StatusValue, no deadband): no filter
+    assert (b.RequestedParameters.SamplingInterval, b.RequestedParameters.QueueSize) == (100.0, 3)
+    flt = b.RequestedParameters.Filter
+    assert (int(flt.Trigger), flt.DeadbandType, flt.DeadbandValue) == (1, 2, 2.5)  # StatusValue, Percent
+    assert (int(c.RequestedParameters.Filter.Trigger), c.RequestedParameters.Filter.DeadbandType) == (2, 0)
+    assert [r.ItemToMonitor.NodeId.Identifier for r in (a, b, c)] == ["Tag00", "Tag01", "Tag02"]
+    assert [r.RequestedParameters.ClientHandle for r in (a, b, c)] == [0, 1, 2]
