@@ -60,13 +60,13 @@ class AlarmExtension:
         daemon.router.listeners.append(self._listener)
         daemon.system_event_listeners.append(self._system_event)
         self.service = EngineService(self)
-        daemon.alarm_service = self.service  # type: ignore[attr-defined]  # looked up by the query API
+        daemon.alarm_service = self.service  # looked up by the query API
 
     async def stop(self) -> None:
         d = self.daemon
         if d is not None:
             if getattr(d, "alarm_service", None) is self.service:
-                d.alarm_service = None  # type: ignore[attr-defined]
+                d.alarm_service = None
             for lst, fn in ((d.router.listeners, self._listener), (d.system_event_listeners, self._system_event)):
                 if fn in lst:
                     lst.remove(fn)  # type: ignore[arg-type]

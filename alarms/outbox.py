@@ -107,17 +107,22 @@ class OutboxSender:
         while True:
             self._wake.clear()
             now = self.clock.now_us()
-            if self._poll or time.monotonic() >= self._next_poll:
-                await self._fetch(now)
-            self._resubmit(now)
-            for d in self.dispatcher.tick(now):
-                self._launch(d)
-            self._collect_dropped()
-            if self._marks:
-                await self._apply_marks()
+            try:
+                if self._poll or time.monotonic() >= self._next_poll:
+                    await self._fetch(now)
+                self._resubmit(now)
+                for d in self.dispatcher.tick(now):
+                    self._launch(d)
+                self._collect_dropped()
+                if self._marks:
+                    await self._apply_marks()
+            except Exception:  # a bug (or a row the code cannot read) must not stop notifications: logged, retried
+                log.exception("tenant %s: notification outbox pass failed; retrying", self.tenant)
+                self._poll = True
             timeout = self._timeout(self.clock.now_us())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def _timeout(self, now: int) -> float:
         dues = [_POLL_EVERY_S]
@@ -140,7 +145,14 @@ class OutboxSender:
                         if key in self._known:
                             continue
                         self._known.add(key)
-                        self._submit(NotificationIntent.from_dict(r.intent), now)
+                        try:
+                            intent = NotificationIntent.from_dict(r.intent)
+                        except (KeyError, TypeError, ValueError) as exc:  # e.g. written by another version
+                            log.error("tenant %s: outbox row %d is not a readable intent (%r); marked failed",
+                                      self.tenant, r.id, exc)
+                            self._marks[key] = store.Mark(r.alarm_id, r.seq, "failed", None, 0, "unreadable intent")
+                            continue
+                        self._submit(intent, now)
                     if len(rows) < _FETCH:
                         break
                 self.metrics.outbox_pending.labels(self.tenant).set(await store.outbox_depth(conn))
@@ -241,7 +253,8 @@ class OutboxSender:
         """Let deliveries in flight finish (bounded), then write their marks (best effort)."""
         if self._inflight:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
         for t in list(self._inflight):
             t.cancel()
         for t in list(self._inflight):

@@ -30,7 +30,7 @@ import heapq
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -42,7 +42,6 @@ from ingestd.pipeline.tags import TagMeta, TagRegistry
 
 from . import state as sm
 from .binding import SYSTEM_RULE, AlarmBinding, TagInfo, TenantBindings, bind, system_binding
-from .errors import InvalidOperation
 from .feed import SlotTable
 from .instance import (
     CONFIG_OP,
@@ -66,10 +65,9 @@ from .model import (
     NotificationIntent,
     Operator,
     Outcome,
-    ShelveKind,
     us,
 )
-from .replay import live, out_of_service, shelved, suppressed
+from .operations import Operations
 from .rules import Sample
 from .signals import CommLossEvaluator
 from .store import StateRow
@@ -83,7 +81,7 @@ _EVENT_ALARM_HOLD_US: Final = 600 * 1_000_000
 """Event-like system alarms (spool full, …) return to normal after this long without a new event."""
 
 
-class AlarmCore:
+class AlarmCore(Operations):
     def __init__(self, slug: str, registry: TagRegistry, cfg: IngestdConfig, metrics: AlarmMetrics,
                  source_state: SourceState, register_tag: Callable[[TagMeta], int],
                  direct: Callable[[Sequence[NotificationIntent]], None], *, buffer_events: int = 100_000) -> None:
@@ -113,6 +111,7 @@ class AlarmCore:
         self.bound_keys = 0
         self._m_transitions = metrics.transitions
         self._fast = self._slow_n = 0
+        self._skew = us(cfg.alarms.policy_for(slug).max_clock_skew)
 
     # ====================================================================================== binding
     @property
@@ -166,6 +165,7 @@ class AlarmCore:
 
     def reconfigure(self, cfg: IngestdConfig, now: int) -> None:
         self.cfg = cfg
+        self._skew = us(cfg.alarms.policy_for(self.slug).max_clock_skew)
         self._apply_bindings(self._bind(), now, CONFIG_OP)
         self._refresh_system_bindings()
 
@@ -340,7 +340,7 @@ class AlarmCore:
     def process(self, batch: Batch, now: int) -> None:
         """Evaluate one routed batch (tag keys of this tenant; the caller re-binds first on new tags)."""
         key, ts = batch.key, batch.ts
-        skew = us(self.cfg.alarms.policy_for(self.slug).max_clock_skew)
+        skew = self._skew
         if key.shape[0] and int(ts.max()) > now + skew:
             ok = ts <= now + skew
             self.metrics.samples_dropped.labels(self.slug, "clock_skew").inc(int((~ok).sum()))
@@ -508,55 +508,7 @@ class AlarmCore:
             return
         self.system(key, not ok, now)
 
-    # ====================================================================================== operations
-    def alarm(self, alarm_id: str) -> Alarm:
-        a = self.alarms.get(alarm_id)
-        if a is None:
-            raise KeyError(alarm_id)
-        return a
-
-    def ack(self, alarm_id: str, op: Operator, now: int, *, event_id: str | None = None) -> tuple[AlarmRecord, int]:
-        a = self.alarm(alarm_id)
-        seq = self.apply(a, sm.acknowledge(a.record, op, a.policy, now, event_id=event_id))
-        return a.record, seq
-
-    def reset(self, alarm_id: str, op: Operator, now: int) -> tuple[Outcome, int]:
-        a = self.alarm(alarm_id)
-        out = sm.reset(a.record, op, a.policy, now)
-        return out, self.apply(a, out)
-
-    def shelve(self, alarm_id: str, op: Operator, now: int, *, kind: ShelveKind,
-               duration_us: int | None) -> tuple[AlarmRecord, int]:
-        a = self.alarm(alarm_id)
-        seq = self.apply(a, sm.shelve(a.record, op, a.policy, now, kind=kind, duration_us=duration_us))
-        return a.record, seq
-
-    def unshelve(self, alarm_id: str, op: Operator, now: int) -> tuple[AlarmRecord, int]:
-        a = self.alarm(alarm_id)
-        seq = self.apply(a, sm.unshelve(a.record, op, a.policy, now))
-        return a.record, seq
-
-    def set_out_of_service(self, alarm_id: str, op: Operator, now: int, *,
-                           out_of_service: bool) -> tuple[AlarmRecord, int]:
-        a = self.alarm(alarm_id)
-        if a.record.disabled:
-            raise InvalidOperation("the alarm is disabled")
-        fn = sm.remove_from_service if out_of_service else sm.return_to_service
-        seq = self.apply(a, fn(a.record, op, a.policy, now))
-        return a.record, seq
-
-    # ====================================================================================== reading
-    def records(self) -> Mapping[str, AlarmRecord]:
-        return {aid: a.record for aid, a in self.alarms.items()}
-
-    def listed(self) -> list[AlarmRecord]:
-        """Not NORMAL, plus shelved, suppressed and out-of-service ones (never disabled ones)."""
-        recs = {aid: r for aid, r in self.records().items() if not r.disabled}
-        out: dict[str, AlarmRecord] = {}
-        for r in (*live(recs), *shelved(recs), *out_of_service(recs), *suppressed(recs)):
-            out.setdefault(r.alarm_id, r)
-        return list(out.values())
-
+    # ====================================================================================== persistence
     def state_rows(self, ids: Iterable[str]) -> list[StateRow]:
         rows = []
         for aid in ids:

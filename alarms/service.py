@@ -84,3 +84,10 @@ class EngineService:
         if links is None:
             raise LinkInvalid("acknowledge links are not configured for this site")
         return links.verify_query(query, _now_us() if now_us is None else now_us)
+
+
+if TYPE_CHECKING:  # the engine satisfies the query API's protocol (checked by mypy)
+    from ingestd.api.alarm_service import AlarmService
+
+    def _conforms(engine: AlarmExtension) -> AlarmService:
+        return EngineService(engine)

@@ -156,10 +156,10 @@ class TenantAlarms:
         await self._eval_loop()
 
     async def stop(self) -> None:
-        for t in self._tasks[:1]:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        """Evaluate what is queued, let deliveries in flight finish (bounded), write the state. Every wait is
+        bounded: a stuck database or webhook never holds the daemon's shutdown."""
+        main = self._tasks[0] if self._tasks else None
+        await self._cancel(main, "evaluation")
         if self.loaded.is_set():
             now = self.clock.now_us()
             try:  # the last queued batches (sources are stopped already)
@@ -170,22 +170,31 @@ class TenantAlarms:
             for aid in self.core.touched():
                 self.core.buffer.touch(aid)
         if self._sender_task is not None:
-            await self.sender.close()
-            self._sender_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender_task
-        writer = self._tasks[1] if len(self._tasks) > 1 else None
-        if writer is not None:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            try:
+                async with asyncio.timeout(_PERSIST_WAIT_S + 5.0):
+                    await self.sender.close(_PERSIST_WAIT_S)
+            except TimeoutError:
+                log.error("tenant %s: notification outbox marks not written at shutdown (resent at start)", self.slug)
+            await self._cancel(self._sender_task, "sender")
+        await self._cancel(self._tasks[1] if len(self._tasks) > 1 else None, "writer")
         if self.loaded.is_set() and not self.core.buffer.empty:
             try:
-                await asyncio.wait_for(self._flush_once(), _PERSIST_WAIT_S)
+                async with asyncio.timeout(_PERSIST_WAIT_S):
+                    await self._flush_once()
             except (StorageError, OSError, TimeoutError) as exc:
                 log.error("tenant %s: %d alarm journal event(s) not written at shutdown (database: %s)", self.slug,
                           len(self.core.buffer), exc)
         await self.db.close()
+
+    async def _cancel(self, task: asyncio.Task[None] | None, what: str) -> None:
+        if task is None or task.done():
+            return
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=_PERSIST_WAIT_S)
+        if not done:
+            log.error("tenant %s: alarm %s task did not stop in time", self.slug, what)
+        elif not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("tenant %s: alarm %s task failed: %r", self.slug, what, exc, exc_info=exc)
 
     async def reconfigure(self, tp: TenantPipeline, cfg: IngestdConfig) -> None:
         old_db = None
@@ -253,20 +262,25 @@ class TenantAlarms:
                 timeout = min(timeout, self._defer_until - mono)
             if not self._queue or deferred:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._qwake.wait(), max(0.0, timeout))
+                    async with asyncio.timeout(max(0.0, timeout)):
+                        await self._qwake.wait()
             self._qwake.clear()
             t0 = time.perf_counter()
             now = self.clock.now_us()
             had = self.core.buffer.seq
-            self._drain(now)
-            self.core.run_timers(now)
-            if time.monotonic() >= next_tick:
-                next_tick = max(next_tick + 1.0, time.monotonic() + 0.5)
-                self.core.tick(now)
-                gauges += 1
-                if self.core.buffer.seq != exported or gauges % 5 == 0:
-                    exported = self.core.buffer.seq
-                    self.core.export_gauges()
+            try:
+                self._drain(now)
+                self.core.run_timers(now)
+                if time.monotonic() >= next_tick:
+                    next_tick = max(next_tick + 1.0, time.monotonic() + 0.5)
+                    self.core.tick(now)
+                    gauges += 1
+                    if self.core.buffer.seq != exported or gauges % 5 == 0:
+                        exported = self.core.buffer.seq
+                        self.core.export_gauges()
+            except Exception:  # a bug must not silence the tenant's alarms: logged, the loop goes on
+                log.exception("tenant %s: alarm evaluation failed; continuing with the next batch", self.slug)
+                self._m_dropped.labels(self.slug, "error").inc()
             if self.core.buffer.seq != had:
                 self._wake_writer()
             self._m_eval.observe(time.perf_counter() - t0)
@@ -306,7 +320,8 @@ class TenantAlarms:
                 delay = self._last_flush + _TOUCH_EVERY_S - time.monotonic()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._urgent.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await self._urgent.wait()
             self._urgent.clear()
             if not self.loaded.is_set() or self.core.buffer.empty:
                 continue
@@ -371,7 +386,8 @@ class TenantAlarms:
                 if left <= 0:
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._written.wait(), left)
+                    async with asyncio.timeout(left):
+                        await self._written.wait()
 
     # ------------------------------------------------------------------------------------------ operations
     def _ready(self) -> None:

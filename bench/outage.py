@@ -15,8 +15,10 @@ Prints one JSON object on its last line:
 * ``spool_peak_bytes`` — largest spool size seen (/metrics, sampled every 250 ms);
 * ``replay_points_per_s`` — readings replayed per second of replay work (daemon's per-segment log), with
   ``live_points_per_s`` the live rate it ran next to, and ``replay_vs_live``;
-* ``catch_up_s`` — database back → spool empty; ``peak_rss_mb`` — ingestd's peak RSS (psutil);
-* ``live_p99_latency_during_replay_s`` — commit latency of live readings while the spool replayed.
+* ``catch_up_s`` — database back → spool empty, of which ``writes_resumed_after_s`` until ingestd
+  noticed (jittered breaker retry, ≤ ``pipeline.db_retry_max``); ``peak_rss_mb`` — ingestd's peak RSS;
+* ``live_p99_latency_during_replay_s`` — commit latency of live readings from the moment writes
+  resumed until the spool was empty (live data goes first, replay fills the gaps).
 
 ``--quick``: a 15 s outage (CI-sized); everything else the same.
 """
@@ -24,6 +26,7 @@ Prints one JSON object on its last line:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -94,6 +97,7 @@ def main() -> None:
     pub = None
     rss = None
     spool_peak = [0.0]
+    db_up_since: list[float] = []  # [time the tenant database was last seen taking writes again]
     stop = threading.Event()
     try:
         proc.start()
@@ -104,11 +108,15 @@ def main() -> None:
 
         def watch() -> None:
             while not stop.is_set():
-                try:
-                    spool_peak[0] = max(spool_peak[0], metric(metrics_of(proc), "ingestd_spool_bytes"))
-                except OSError:
-                    pass
-                stop.wait(0.25)
+                with contextlib.suppress(OSError):
+                    text = metrics_of(proc)
+                    spool_peak[0] = max(spool_peak[0], metric(text, "ingestd_spool_bytes"))
+                    up = metric(text, "ingestd_tenant_db_up", tenant="acme") == 1
+                    if up and not db_up_since:
+                        db_up_since.append(time.time())
+                    elif not up:
+                        db_up_since.clear()
+                stop.wait(0.05)
 
         threading.Thread(target=watch, daemon=True).start()
         pub.start_steady(args.rate)
@@ -134,10 +142,11 @@ def main() -> None:
         rss.stop()
         replayed, replay_s = replay_rates(proc.log_tail(10**9))
         v = verify_exactly_once(pg, db, pub)
+        resumed = db_up_since[0] if db_up_since and db_up_since[0] >= t_up_wall else t_up_wall
         lat = pg.execute(
             "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM b.committed_at - r.ts)), count(*) "
             "FROM readings r JOIN ingest_batches b ON b.seq = r.batch_seq "
-            f"WHERE r.ts >= to_timestamp({t_up_wall + 0.5}) AND r.ts < to_timestamp({t_caught_wall})", db)[0]
+            f"WHERE r.ts >= to_timestamp({resumed + 0.5}) AND r.ts < to_timestamp({t_caught_wall})", db)[0]
         live = float(args.rate)
         replay_pps = replayed / replay_s if replay_s else 0.0
         result.update(
@@ -147,7 +156,9 @@ def main() -> None:
             spooled_points=int(spooled), replayed_points=replayed, spool_peak_bytes=int(spool_peak[0]),
             replay_points_per_s=round(replay_pps), live_points_per_s=round(live),
             replay_vs_live=round(replay_pps / live, 1) if live else None,
-            catch_up_s=round(catch_up, 2), end_to_end_replay_points_per_s=round(spooled / catch_up) if catch_up else None,
+            catch_up_s=round(catch_up, 2),
+            end_to_end_replay_points_per_s=round(spooled / catch_up) if catch_up else None,
+            writes_resumed_after_s=round(resumed - t_up_wall, 2),
             live_p99_latency_during_replay_s=round(float(lat[0]), 3) if lat[0] is not None else None,
             live_rows_during_replay=int(lat[1]),  # type: ignore[call-overload]
             dropped=metric(text, "ingestd_points_dropped_total"),

@@ -38,11 +38,18 @@ def _load(path: str) -> IngestdConfig:
     return cfg
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _load_or_report(path: str) -> IngestdConfig | None:
+    """The validated configuration, or None after printing every problem (the caller exits 2)."""
     try:
-        cfg = _load(args.config)
+        return _load(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
         return 2
     tags_by_proto: Counter[str] = Counter()
     sources_by_proto: Counter[str] = Counter()
@@ -71,10 +78,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _load_or_report(args.config)
+    if cfg is None:
         return 2
     d = cfg.daemon
     setup_logging(args.log_format or d.log_format, args.log_level or d.log_level, d.log_levels)
@@ -94,10 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _load_or_report(args.config)
+    if cfg is None:
         return 2
     setup_logging("text", "warning")
     from .storage.migrate import migrate
@@ -156,6 +159,70 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 2
+    setup_logging("text", "warning")
+    from .deadletters import run_listing
+
+    return run_listing(cfg, args)
+
+
+def cmd_rollups(args: argparse.Namespace) -> int:
+    """``ingestd rollups rebuild``: recompute rollups from raw data (data older than the batch ledger,
+    rollups enabled on an existing tenant, repairs), one day per transaction."""
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 2
+    setup_logging("text", "warning")
+    import datetime as dt
+
+    from .model import now_us
+    from .storage.migrate import migrate
+    from .storage.pool import TenantDb
+    from .storage.rollups import rebuild_rollups
+
+    try:
+        tenant = cfg.tenant(args.tenant)
+    except KeyError:
+        print(f"unknown tenant {args.tenant!r}", file=sys.stderr)
+        return 2
+    try:
+        start = dt.datetime.fromisoformat(args.start)
+        end = dt.datetime.fromisoformat(args.end) if args.end else dt.datetime.now(dt.UTC)
+    except ValueError as exc:
+        print(f"--from/--to: {exc}", file=sys.stderr)
+        return 2
+    start, end = (t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (start, end))
+    if end <= start:
+        print("--to must be after --from", file=sys.stderr)
+        return 2
+    day = 86_400_000_000
+
+    async def run() -> int:
+        db = TenantDb(tenant.slug, tenant.dsn, tenant.pool, application_name="ingestd-rollups")
+        try:
+            lo, hi = int(start.timestamp() * 1e6), int(end.timestamp() * 1e6)
+            total: dict[str, int] = {}
+            async with db.connection() as conn:
+                report = await migrate(conn, tenant.storage)
+                while lo < hi:
+                    part = await rebuild_rollups(conn, report.tier, tenant, lo, min(lo + day, hi), now_us())
+                    for k, v in part.items():
+                        total[k] = total.get(k, 0) + v
+                    lo += day
+            print(f"{tenant.slug}: rebuilt {start.isoformat()} .. {end.isoformat()}: {total}")
+            return 0
+        except StorageError as exc:
+            print(f"{tenant.slug}: FAILED: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ingestd", description="WellOS SCADA ingestion and alarm engine")
     p.add_argument("--version", action="version", version=f"ingestd {__version__}")
@@ -204,6 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("token", nargs="?", default="-")
     t.add_argument("--tenant", default="")
     t.set_defaults(func=cmd_token)
+    from .deadletters import add_arguments as dead_letter_arguments
+
+    dl = sub.add_parser("dead-letters", help="list malformed or unmappable input kept per tenant (newest first)")
+    dead_letter_arguments(dl)
+    dl.set_defaults(func=cmd_dead_letters)
+
+    ro = sub.add_parser("rollups", help="rollup maintenance")
+    ro.add_argument("action", choices=["rebuild"])
+    ro.add_argument("-c", "--config", required=True)
+    ro.add_argument("--tenant", required=True)
+    ro.add_argument("--from", dest="start", required=True, help="ISO 8601 start (UTC unless an offset is given)")
+    ro.add_argument("--to", dest="end", help="ISO 8601 end (default: now)")
+    ro.set_defaults(func=cmd_rollups)
     return p
 
 

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from prometheus_client import Gauge
@@ -32,6 +32,8 @@ from .gctune import freeze_long_lived
 from .leases import LeaseManager
 from .logs import apply_levels
 from .metrics import Metrics, MetricsServer
+from .pipeline.breaker import Backoff
+from .pipeline.heartbeat import housekeeping_loop
 from .pipeline.router import Router, SourceRoute
 from .pipeline.supervisor import RunState, SourceRunner
 from .pipeline.tags import TagMeta
@@ -41,9 +43,14 @@ from .reload import config_problems, restart_only_changes, restart_reason, secre
 from .sdnotify import SdNotifier
 from .sources import SourceHandle, SourceStatusImpl, make_context, mark_stale
 
+if TYPE_CHECKING:
+    from .api.alarm_service import AlarmService
+
 __all__ = ["Daemon", "Extension", "config_problems", "run_daemon"]
 
 log = logging.getLogger(__name__)
+
+_SOURCE_STOP_TIMEOUT = 5.0
 
 
 class Extension(Protocol):
@@ -88,6 +95,10 @@ class Daemon:
         self._metrics_server: MetricsServer | None = None
         self._notifier = SdNotifier()
         self._lease_gauge: Gauge | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._tenant_backoff: dict[str, Backoff] = {}
+        self.alarm_service: AlarmService | None = None
+        """Set by the alarm engine extension; the query API serves it."""
         self._tenant_secrets: dict[str, str] = {}
         self._started = time.time()
 
@@ -153,8 +164,18 @@ class Daemon:
             for slug, task in list(self._tenant_tasks.items()):
                 if task.done() and not self._stop.is_set():
                     exc = task.exception() if not task.cancelled() else None
-                    log.error("tenant %s writer stopped unexpectedly (%r); restarting it", slug, exc)
-                    self._spawn_tenant(self.tenants[slug])
+                    delay = self._tenant_backoff.setdefault(slug, Backoff(1.0, 30.0)).next()
+                    log.error("tenant %s writer stopped unexpectedly (%r); restarting it in %.1fs", slug, exc, delay)
+                    self._tenant_tasks[slug] = asyncio.create_task(self._respawn_later(slug, delay),
+                                                                   name=f"tenant-restart:{slug}")
+
+    async def _respawn_later(self, slug: str, delay: float) -> None:
+        """Restart a crashed tenant writer after a capped, jittered delay (a crash loop never spins)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+        tp = self.tenants.get(slug)
+        if tp is not None and not self._stop.is_set():
+            self._spawn_tenant(tp)
 
     async def _start(self) -> None:
         await self._start_metrics(self.cfg.daemon.metrics_listen)
@@ -166,6 +187,9 @@ class Daemon:
                 self._add_source(s)
         for ext in self.extensions:
             await ext.start(self)
+        self._housekeeping = asyncio.create_task(housekeeping_loop(
+            lambda: list(self.tenants.values()),
+            lambda: [(h.route, h.cfg.stale_after) for h in self.sources.values()]), name="housekeeping")
         self._write_runtime_file()
 
     async def _start_metrics(self, listen: str | None) -> None:
@@ -197,6 +221,8 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         log.info("ingestd stopping: stopping sources, flushing inboxes")
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         await self._stop_sources(list(self.sources))
         if self.leases is not None:
             await self.leases.close()
@@ -233,7 +259,10 @@ class Daemon:
 
     def _system_event(self, tenant: str, kind: str, details: dict[str, Any]) -> None:
         for listener in self.system_event_listeners:
-            listener(tenant, kind, details)
+            try:
+                listener(tenant, kind, details)
+            except Exception:  # a failing listener (e.g. the alarm engine) must never break the data path
+                log.exception("system event listener failed for %s/%s", tenant, kind)
 
     # ------------------------------------------------------------------ sources
     def _route_for(self, cfg: SourceConfig) -> tuple[SourceRoute, dict[str, int]]:
@@ -280,6 +309,8 @@ class Daemon:
             h.device_up.clear()  # standing by is not an outage: the next holder reports the device
 
     async def _stop_sources(self, names: Iterable[str]) -> dict[str, SourceHandle]:
+        """Cancel the sources and wait for them, each at most ``_SOURCE_STOP_TIMEOUT``: an adapter that
+        does not honour cancellation is reported and left behind rather than hanging shutdown or reload."""
         stopped = {}
         for name in names:
             h = self.sources.pop(name, None)
@@ -287,14 +318,16 @@ class Daemon:
                 stopped[name] = h
                 if h.task is not None:
                     h.task.cancel()
+        tasks = {h.task: name for name, h in stopped.items() if h.task is not None}
+        if tasks:
+            _, hung = await asyncio.wait(tasks, timeout=_SOURCE_STOP_TIMEOUT)
+            for task in tasks:
+                if task in hung:
+                    log.error("source %s did not stop within %gs of being cancelled (an adapter bug); "
+                              "continuing without it", tasks[task], _SOURCE_STOP_TIMEOUT)
+                elif not task.cancelled() and task.exception() is not None:
+                    log.debug("source %s ended with an error while stopping", tasks[task], exc_info=task.exception())
         for h in stopped.values():
-            if h.task is None:
-                continue
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await h.task
-                except Exception:  # the source already failed; we are stopping it anyway
-                    log.debug("source task ended with an error during stop", exc_info=True)
             mark_stale(self, h)
         return stopped
 
@@ -360,8 +393,9 @@ class Daemon:
                     await tp.reconfigure(t)
                     self._tenant_secrets[slug] = secret_fingerprint(t)
                 elif secret_fingerprint(t) != self._tenant_secrets.get(slug):
-                    log.warning("reload: tenant %s: the secret behind its dsn changed; existing database "
-                                "connections keep the old credentials until ingestd restarts", slug)
+                    log.info("reload: tenant %s: the secret behind its dsn changed; reconnecting", slug)
+                    await tp.reconfigure(t, reconnect=True)
+                    self._tenant_secrets[slug] = secret_fingerprint(t)
             except Exception:  # one tenant failing to (re)configure must not stop the others
                 log.exception("reload: tenant %s could not be applied", slug)
         if old.pipeline != new.pipeline:

@@ -128,7 +128,8 @@ class Demo:
         # installed one, or the source checkout's when the editable install predates the package)
         spec = importlib.util.find_spec("simulator")
         home = Path(spec.origin).parents[1] if spec and spec.origin else Path(__file__).resolve().parents[1]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(home), os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, "PYTHONFAULTHANDLER": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(home), os.environ.get("PYTHONPATH")) if p)}
         argv = [sys.executable, "-m", "simulator", "--wells", str(self.args.wells), "--seed", str(self.args.seed),
                 "--protocols", ",".join(self.protocols), "--mqtt-port", str(self.ports.mqtt),
                 "--modbus-port", str(self.ports.modbus), "--opcua-port", str(self.ports.opcua),
@@ -141,7 +142,8 @@ class Demo:
         runtime = self.workdir / "state" / "runtime.json"
         runtime.unlink(missing_ok=True)
         proc = self.children["ingestd"] = spawn([sys.executable, "-m", "ingestd", "run", "-c", str(config)],
-                                                self.workdir / "ingestd.log", cwd=self.workdir)
+                                                self.workdir / "ingestd.log", cwd=self.workdir,
+                                                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
 
         def up() -> bool:
             with contextlib.suppress(OSError, ValueError):
@@ -238,6 +240,10 @@ class Demo:
                 try:
                     proc.wait(45 if name == "ingestd" else 10)
                 except subprocess.TimeoutExpired:
+                    print(f"demo: {name} did not stop in time; its stack trace is in {name}.log", file=sys.stderr)
+                    proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dump where it hangs
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(5)
                     proc.kill()
                     proc.wait(10)
         if self.broker is not None:

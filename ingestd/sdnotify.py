@@ -28,10 +28,12 @@ class SdNotifier:
         if not self._addr:
             return False
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # non-blocking: when the manager's queue is full (net.unix.max_dgram_qlen, 10 by default) a
+            # notification is dropped rather than blocking the event loop that sends it
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
             self._sock.sendto("\n".join(fields).encode(), self._addr)
-        except OSError:
+        except OSError:  # BlockingIOError (queue full), manager gone, ...
             return False
         return True
 

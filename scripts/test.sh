@@ -6,7 +6,7 @@ V=.venv/bin
 step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 
 step "ruff"
-$V/ruff check ingestd adapters alarms schema tests bench scripts
+$V/ruff check ingestd adapters alarms schema tests bench scripts simulator
 step "mypy (strict: ingestd, adapters, alarms)"
 $V/mypy
 step "import rules (DESIGN §2)"
@@ -18,5 +18,6 @@ fi
 [[ "${1:-}" == "--lint-only" ]] && exit 0
 
 step "pytest (excluding slow soak tests; they run from bench/)"
-# exit code 5 (no tests collected) fails the build like any other failure
-$V/python -m pytest -m "not slow" -q -p no:cacheprovider "$@"
+# Tests mostly wait on real servers, so three workers overlap them on two cores; a test file stays on
+# one worker (its module fixtures and servers are shared). Exit code 5 (no tests ran) fails the build.
+$V/python -m pytest -m "not slow" -q -p no:cacheprovider -n "${PYTEST_WORKERS:-3}" --dist loadfile "$@"

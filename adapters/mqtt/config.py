@@ -88,6 +88,18 @@ class MqttConnection(Frozen):
     """``after_commit``: PUBACK only after the readings are in the database or the spool, so the
     broker redelivers anything ingestd had not secured. ``on_receive``: ack immediately (faster)."""
 
+    def security_warnings(self) -> list[tuple[str, str]]:
+        """``check-config`` findings (key path below the source, message): plain text, unverified TLS,
+        inline password. Shared by every MQTT-based source."""
+        out: list[tuple[str, str]] = []
+        if self.tls is None:
+            out.append(("connection.tls", "plain-text MQTT connection (no TLS)"))
+        elif self.tls.verify != "full":
+            out.append(("connection.tls.verify", "broker certificate is not verified"))
+        if self.password is not None and self.password.is_inline:
+            out.append(("connection.password", "secret is written inline; prefer env:, file: or credential:"))
+        return out
+
 
 class Subscription(Frozen):
     topic: str
@@ -162,12 +174,4 @@ class MqttSourceConfig(SourceConfig):
     """Messages buffered between the MQTT client and the decoder."""
 
     def security_warnings(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        c = self.connection
-        if c.tls is None:
-            out.append(("connection.tls", "plain-text MQTT connection (no TLS)"))
-        elif c.tls.verify != "full":
-            out.append(("connection.tls.verify", "broker certificate is not verified"))
-        if c.password is not None and c.password.is_inline:
-            out.append(("connection.password", "secret is written inline; prefer env:, file: or credential:"))
-        return out
+        return self.connection.security_warnings()

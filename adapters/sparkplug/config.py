@@ -118,12 +118,4 @@ class SparkplugSourceConfig(SourceConfig):
         return self.host_id or f"ingestd-{self.name}"[:64]
 
     def security_warnings(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        c = self.connection
-        if c.tls is None:
-            out.append(("connection.tls", "plain-text MQTT connection (no TLS)"))
-        elif c.tls.verify != "full":
-            out.append(("connection.tls.verify", "broker certificate is not verified"))
-        if c.password is not None and c.password.is_inline:
-            out.append(("connection.password", "secret is written inline; prefer env:, file: or credential:"))
-        return out
+        return self.connection.security_warnings()

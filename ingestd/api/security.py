@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 Scope = Literal["read", "ack", "admin"]
 _RANK: Final = {"read": 0, "ack": 1, "admin": 2}
 _MAX_TOKEN_LEN: Final = 512
+_MAX_VERIFIED: Final = 1024
 
 bearer = HTTPBearer(auto_error=False, description="Tenant API token (`ingestd token`)", scheme_name="token")
 
@@ -79,7 +80,9 @@ class Access:
 
 class TokenIndex:
     """Token → principal. ``sha256:`` hashes are looked up by digest (then compared in constant
-    time); ``scrypt:`` hashes are tried one by one."""
+    time); ``scrypt:`` hashes are tried one by one (each try costs a KDF run on the event loop, so an
+    unknown token costs one per scrypt entry: keep them few) and a verified one is remembered by digest
+    until the next reload."""
 
     def __init__(self, tenants: Sequence[TenantConfig]) -> None:
         by_digest: dict[str, list[Principal]] = {}
@@ -101,6 +104,7 @@ class TokenIndex:
             scopes = frozenset().union(*(p.scopes for p in owners))
             self._fast[digest] = (digest, Principal(owners[0].tenant, owners[0].token_name, scopes))
         self.tenants = frozenset(t.slug for t in tenants)
+        self._verified: dict[str, tuple[str, Principal]] = {}
 
     def __len__(self) -> int:
         return len(self._fast) + len(self._slow)
@@ -118,8 +122,13 @@ class TokenIndex:
         hit = self._fast.get(digest)
         if hit is not None and hmac.compare_digest(hit[0], digest):
             return digest, hit[1]
+        known = self._verified.get(digest)
+        if known is not None:
+            return known
         for stored, cand in self._slow:
             if verify_token(token, stored):
+                if len(self._verified) < _MAX_VERIFIED:
+                    self._verified[digest] = (stored, cand)
                 return stored, cand
         return None
 

@@ -95,7 +95,7 @@ class ApiExtension:
         self._listen: str | None = None
 
     def _options(self, cfg: IngestdConfig) -> ApiOptions:
-        auth = self._metrics_auth or getattr(cfg.api, "metrics_auth", "admin")
+        auth = self._metrics_auth or cfg.api.metrics_auth
         return ApiOptions(base_host=base_host_of(cfg.api.public_url), tenant_from_host=cfg.api.tenant_from_host,
                           metrics_auth="open" if auth == "open" else "admin", **self._knobs)
 

@@ -1,6 +1,6 @@
 """Load and validate a config file, reporting every problem at once with its key path.
 
->>> cfg = load_config(Path("config/demo.toml"), REGISTRY)
+>>> cfg = load_config(Path("config/example.toml"), REGISTRY)
 
 Errors are :class:`~ingestd.errors.ConfigError` with problems such as
 ``sources[2].tags[5].address: 70000 is outside 0..65535``. Messages never include secret values.
@@ -208,6 +208,14 @@ def warnings(cfg: IngestdConfig) -> list[ConfigProblem]:
             if mode not in ("verify-full", "verify-ca"):
                 out.append(ConfigProblem(f"tenants[{i}].dsn", f"database connection is not verified "
                                                               f"(sslmode={mode}); use sslmode=verify-full"))
+    p = cfg.pipeline
+    if p.batch_max_age > p.durability_deadline:
+        out.append(ConfigProblem("pipeline.batch_max_age", f"{p.batch_max_age:g}s exceeds durability_deadline "
+                                 f"{p.durability_deadline:g}s: readings may wait longer than the deadline before "
+                                 "they are committed or spooled"))
+    if p.spool.fsync == "never":
+        out.append(ConfigProblem("pipeline.spool.fsync", '"never": spooled readings are lost on power failure '
+                                 "(and MQTT acknowledges them before they are on disk)"))
     for i, s in enumerate(cfg.sources):
         for path, msg in _source_warnings(s):
             out.append(ConfigProblem(f"sources[{i}].{path}" if path else f"sources[{i}]", msg))

@@ -145,6 +145,9 @@ class ApiConfig(Frozen):
     link_secret: Secret | None = None
     """Key signing acknowledge links. Required when alarm notifications are configured."""
     link_ttl: Duration = 24 * 3600.0
+    metrics_auth: Literal["admin", "open"] = "admin"
+    """``/metrics`` on the API: ``admin`` needs an admin token (series filtered to its tenant);
+    ``open`` serves everything without a token (prefer ``daemon.metrics_listen`` on localhost)."""
     tenant_from_host: bool = True
     """If the Host header carries a tenant subdomain (``acme.api.example``) it must match the token."""
 

@@ -1,10 +1,10 @@
 """Bounded per-tenant inbox that doubles as the batcher.
 
-Sources ``await put()``; a batch is queued only while the inbox then holds at most ``limit_rows``
-rows — ``max_rows`` (the memory bound), lowered by the writer to what it commits within the
-durability deadline — (a single batch larger than the bound is accepted into an empty inbox, so
-progress is always possible). Producers that do not fit wait in FIFO order — backpressure, never a silent drop, and a
-large batch is not starved by a stream of small ones.
+Sources ``await put()``; a batch is queued only while the inbox then holds at most ``max_rows``
+rows (a single batch larger than the bound is accepted into an empty inbox, so progress is always
+possible, and handed to the writer in parts of at most ``max_rows``). Producers that do not fit
+wait in FIFO order — backpressure, never a silent drop, and a large batch is not starved by a
+stream of small ones.
 
 The tenant writer ``await take()`` gets everything queued as one batch once it holds ``batch_rows``
 rows or its oldest batch is ``batch_age`` old — the flush-on-size-or-age rule. The durability guard
@@ -36,9 +36,9 @@ class InboxStats:
 class Inbox:
     def __init__(self, max_rows: int, batch_rows: int, batch_age: float) -> None:
         self.max_rows = max_rows
-        self.limit_rows = max_rows
-        """The bound in force (≤ ``max_rows``): the tenant writer lowers it to what it can commit
-        within its durability deadline, so queued data never waits longer than that."""
+        self.split_rows = max_rows
+        """A single queued batch larger than this is handed out in parts of this size, so the writer
+        never holds more than the inbox bound (big COPYs stay big: they make a backlog drain fast)."""
         self.batch_rows = batch_rows
         self.batch_age = batch_age
         self._items: deque[tuple[float, Batch]] = deque()
@@ -48,13 +48,16 @@ class Inbox:
         self._closed = False
         self.last_put_at = 0.0
         """Monotonic time at which the oldest batch of the last :meth:`take` was queued."""
+        self.last_held_upstream = False
+        """Every batch of the last :meth:`take` carried completion tokens: its source keeps the data
+        until it is durable here (MQTT QoS 1 acknowledged after commit) and resends it after a crash."""
 
     @property
     def rows(self) -> int:
         return self._rows
 
     def statistics(self) -> InboxStats:
-        return InboxStats(self._rows, self.limit_rows, len(self._items), len(self._waiters))
+        return InboxStats(self._rows, self.max_rows, len(self._items), len(self._waiters))
 
     def oldest_age(self) -> float:
         return time.monotonic() - self._items[0][0] if self._items else 0.0
@@ -64,14 +67,7 @@ class Inbox:
         return self._items[0][0] if self._items else None
 
     def _fits(self, n: int) -> bool:
-        return self._closed or self._rows == 0 or self._rows + n <= self.limit_rows
-
-    def set_limit(self, rows: int) -> None:
-        """Change the bound in force (clamped to ``1..max_rows``); waiting producers that now fit go on."""
-        grew = rows > self.limit_rows
-        self.limit_rows = max(1, min(self.max_rows, rows))
-        if grew and self._waiters:
-            self._wake()
+        return self._closed or self._rows == 0 or self._rows + n <= self.max_rows
 
     async def put(self, batch: Batch) -> None:
         """Queue a batch, waiting (FIFO among producers) until it fits within ``max_rows``."""
@@ -147,16 +143,29 @@ class Inbox:
     def _drain(self, limit: int, queued_before: float | None = None) -> Batch | None:
         if not self._items:
             return None
-        self.last_put_at = self._items[0][0]
+        items = self._items
+        self.last_put_at = items[0][0]
+        if len(items[0][1]) > max(limit, self.split_rows):
+            # one source batch larger than the bound: hand it out in parts of ``split_rows``
+            put_at, big = items.popleft()
+            self.last_held_upstream = bool(big.tokens)
+            head, tail = _split(big, max(limit, self.split_rows))
+            items.appendleft((put_at, tail))
+            self._rows -= len(head)
+            if self._waiters:
+                self._wake()
+            return head
         out: list[Batch] = []
         rows = 0
-        items = self._items
+        upstream = True
         while items and (rows == 0 or rows + len(items[0][1]) <= limit):
             if queued_before is not None and items[0][0] > queued_before:
                 break
             b = items.popleft()[1]
             out.append(b)
             rows += len(b)
+            upstream = upstream and bool(b.tokens)
+        self.last_held_upstream = upstream
         self._rows -= rows
         if self._waiters:
             self._wake()
@@ -171,3 +180,21 @@ class Inbox:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _split(batch: Batch, n: int) -> tuple[Batch, Batch]:
+    """The first ``n`` rows and the rest (views, no copy). Completion tokens are shared: each gets
+    one more hold, so a token completes only once both parts are durable."""
+    head = Batch(batch.key[:n], batch.ts[:n], batch.value[:n], batch.quality[:n], batch.status[:n], batch.recv_us)
+    tail = Batch(batch.key[n:], batch.ts[n:], batch.value[n:], batch.quality[n:], batch.status[n:], batch.recv_us)
+    head.historical = tail.historical = batch.historical
+    for t in batch.tokens:
+        t.hold()
+    head.tokens = list(batch.tokens)
+    tail.tokens = batch.tokens
+    total = len(batch)
+    for src, rows in batch.origin.items():
+        part = rows * n // total
+        head.origin[src] = part
+        tail.origin[src] = rows - part
+    return head, tail

@@ -126,11 +126,13 @@ class SourceRunner:
         self._mark_down(msg)
 
     async def _wait_breaker(self) -> None:
+        """Hold retries while the breaker is open, timed on the monotonic clock (a wall-clock step
+        neither shortens nor stretches it), then let one attempt through (half-open)."""
         if self.breaker.current_state != "open":
             return
-        opened = self.breaker._state_storage.opened_at
-        if opened is not None:
-            remaining = self.breaker.reset_timeout - (time.time() - opened.timestamp())
-            if remaining > 0:
-                self.state = RunState.BACKOFF
-                await asyncio.sleep(remaining)
+        opened = getattr(self.breaker.listeners[0], "opened_mono", None)
+        remaining = self.breaker.reset_timeout - (time.monotonic() - opened) if opened is not None else 0.0
+        if remaining > 0:
+            self.state = RunState.BACKOFF
+            await asyncio.sleep(remaining)
+        self.breaker.half_open()

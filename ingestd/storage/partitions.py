@@ -8,7 +8,7 @@ from typing import Final
 
 import asyncpg
 
-__all__ = ["drop_expired_partitions", "ensure_partitions", "partition_name"]
+__all__ = ["create_partition", "drop_expired_partitions", "drop_partition", "ensure_partitions", "partition_name"]
 
 _PART_RE: Final = re.compile(r"^readings_p(\d{8})$")
 _DAY: Final = dt.timedelta(days=1)
@@ -40,20 +40,52 @@ async def ensure_partitions(conn: asyncpg.Connection, first_us: int, last_us: in
             wanted.append(d)
         d += _DAY
     created: list[str] = []
-    if not wanted:
-        return created
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-        for day in wanted:
-            name = partition_name(day)
-            lo = dt.datetime.combine(day, dt.time(), dt.UTC)
-            # Identifiers come from partition_name (digits only); bounds are formatted timestamps.
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF readings "
-                f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{(lo + _DAY).isoformat()}')"
-            )
-            created.append(name)
+    for day in wanted:
+        lo = dt.datetime.combine(day, dt.time(), dt.UTC)
+        if await create_partition(conn, "readings", partition_name(day), lo, lo + _DAY, lock_key=_LOCK_KEY):
+            created.append(partition_name(day))
     return created
+
+
+async def drop_partition(conn: asyncpg.Connection, parent: str, name: str) -> None:
+    """Detach a partition without blocking readers of ``parent`` (``DETACH … CONCURRENTLY`` waits for
+    them instead of locking them out), then drop it. Must run outside a transaction block."""
+    try:
+        await conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY")
+    except asyncpg.ObjectInUseError:
+        # an earlier detach was interrupted and is pending: complete it
+        await conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {name} FINALIZE")
+    except asyncpg.UndefinedTableError:
+        pass
+    await conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+async def create_partition(conn: asyncpg.Connection, parent: str, name: str, lo: dt.datetime, hi: dt.datetime,
+                           *, lock_key: int, key: str = "ts") -> bool:
+    """Create range partition ``name`` of ``parent`` for [lo, hi) without blocking readers.
+
+    ``CREATE TABLE … PARTITION OF`` holds an ACCESS EXCLUSIVE lock on the parent (every query on
+    ``readings`` waits); creating the table on its own and ``ATTACH PARTITION`` needs only SHARE UPDATE
+    EXCLUSIVE on the parent, and the CHECK constraint matching the bounds spares the validation scan.
+    Serialised across processes by an advisory lock; returns False when it already existed.
+    ``parent`` and ``name`` are identifiers built by this module's callers from fixed prefixes and digits.
+    """
+    bounds = f"FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        attached = await conn.fetchval(
+            "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = $1::regclass AND c.relname = $2", parent, name)
+        if attached:
+            return False
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {name} "
+                           f"(LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        await conn.execute(
+            f"ALTER TABLE {name} ADD CONSTRAINT {name}_bounds "
+            f"CHECK ({key} IS NOT NULL AND {key} >= '{lo.isoformat()}' AND {key} < '{hi.isoformat()}')")
+        await conn.execute(f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES {bounds}")
+        await conn.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_bounds")
+    return True
 
 
 async def drop_expired_partitions(conn: asyncpg.Connection, older_than_us: int) -> list[str]:
@@ -71,6 +103,6 @@ async def drop_expired_partitions(conn: asyncpg.Connection, older_than_us: int) 
             continue
         day = dt.datetime.strptime(m.group(1), "%Y%m%d").replace(tzinfo=dt.UTC).date()
         if day + _DAY <= cutoff:
-            await conn.execute(f"DROP TABLE IF EXISTS {name}")
+            await drop_partition(conn, "readings", name)
             dropped.append(name)
     return dropped

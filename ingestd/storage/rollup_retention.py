@@ -21,6 +21,7 @@ import orjson
 
 from ..config.model import TenantConfig
 from .migrate import Tier
+from .partitions import create_partition, drop_partition
 from .rollup_model import Resolution, retention_of
 from .rollup_sql import compress_candidates
 from .sql import interval_literal
@@ -88,17 +89,12 @@ async def ensure_rollup_partitions(conn: asyncpg.Connection, first_us: int, last
         missing = [m for m in months if rollup_partition_name(table, m) not in existing]
         if not missing:
             continue
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            for month in missing:
-                name = rollup_partition_name(table, month)
-                lo = dt.datetime.combine(month, dt.time(), dt.UTC)
-                hi = dt.datetime.combine(_next_month(month), dt.time(), dt.UTC)
-                # Identifiers come from rollup_partition_name (fixed prefix + digits).
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
-                    f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"
-                )
+        for month in missing:
+            name = rollup_partition_name(table, month)
+            lo = dt.datetime.combine(month, dt.time(), dt.UTC)
+            hi = dt.datetime.combine(_next_month(month), dt.time(), dt.UTC)
+            # Identifiers come from rollup_partition_name (fixed prefix + digits).
+            if await create_partition(conn, table, name, lo, hi, lock_key=_LOCK_KEY, key="bucket"):
                 created.append(name)
     return created
 
@@ -113,7 +109,7 @@ async def drop_expired_rollup_partitions(conn: asyncpg.Connection, table: str, o
             continue
         month = dt.date(int(m.group(2)), int(m.group(3)), 1)
         if dt.datetime.combine(_next_month(month), dt.time(), dt.UTC) <= cutoff:
-            await conn.execute(f"DROP TABLE IF EXISTS {name}")
+            await drop_partition(conn, table, name)
             dropped.append(name)
     return dropped
 

@@ -52,7 +52,7 @@ def route(name: str, webhook: str, **kw: Any) -> dict[str, Any]:
 
 def mqtt_source(broker: Mosquitto, prefix: str) -> dict[str, Any]:
     return {
-        "name": "field", "protocol": "mqtt", "backoff_initial": "0.2s", "backoff_max": "1s",
+        "name": "field", "protocol": "mqtt", "backoff_initial": "0.2s", "backoff_max": "1s", "breaker_reset": "1s",
         "connection": {"host": "127.0.0.1", "port": broker.port, "client_id": f"ingestd-{prefix}"},
         "subscriptions": [{"topic": f"{prefix}/acme/wells/{{well}}/{{tag}}", "tenant": "acme",
                            "tag": "{well}.{tag}"}],

@@ -20,7 +20,7 @@ from tests.support.wait import eventually
 from .support import ApiEnv, api_env, publish
 
 US = 1_000_000
-ROUNDS = 100
+ROUNDS = 150
 
 
 async def _recv(ws: ClientConnection, kind: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -116,7 +116,8 @@ async def _stalled_client(env: ApiEnv, path: str) -> socket.socket:
 
 async def test_slow_client_drops_oldest_and_never_blocks_ingest(apache_db: TenantDb, beta_apache: TenantDb,
                                                                 mosquitto: Mosquitto, state_dir: Path) -> None:
-    async with api_env(apache_db, beta_apache, mosquitto, state_dir, ws_queue=4, socket_sndbuf=16384) as env:
+    async with api_env(apache_db, beta_apache, mosquitto, state_dir, ws_queue=16, ws_flush_interval=0.0,
+                       socket_sndbuf=256 * 1024) as env:
         tags = [f"t{i:03d}" for i in range(500)]
         await env.ingest("acme", "w1", tags, 1)
         path = "/v1/tenants/acme/stream"
@@ -146,7 +147,7 @@ async def test_slow_client_drops_oldest_and_never_blocks_ingest(apache_db: Tenan
                 await asyncio.wait_for(fast_task, 30)  # a client that reads gets every value
                 assert received == ROUNDS * 500
                 clients = list(hub.clients())
-                assert max(len(c.queue) for c in clients) <= 4, "per-client queue bound"
+                assert max(len(c.queue) for c in clients) <= 16, "per-client queue bound"
                 assert sum(c.dropped_total for c in clients) > 0
             loop = asyncio.get_running_loop()
             seen = b""

@@ -14,7 +14,7 @@ import pytest
 
 from ingestd.errors import StorageUnavailable
 from ingestd.metrics import Metrics
-from ingestd.model import Batch
+from ingestd.model import Batch, Durability
 from ingestd.pipeline.breaker import Backoff, BreakerGate
 from ingestd.pipeline.inbox import Inbox
 from tests.support.wait import eventually
@@ -108,8 +108,9 @@ async def test_inbox_bound_is_strict_and_producers_are_served_in_order() -> None
     await asyncio.sleep(0)
     assert ib.statistics().waiting_producers == 2
     assert ib.rows == 900
-    taken = ib.take_nowait()
+    taken = ib.take_nowait(max_rows=1000)
     assert taken is not None
+    assert len(taken) == 900
     await asyncio.wait_for(asyncio.gather(big, small), 2)
     assert order == ["big", "small"]
     assert ib.rows == 650
@@ -140,3 +141,24 @@ async def test_take_expired_takes_only_old_batches() -> None:
     assert len(old) == 10
     assert ib.take_expired(cutoff - 1) is None
     assert ib.rows == 20
+
+
+async def test_a_batch_larger_than_a_flush_is_written_in_parts_and_its_token_completes_once() -> None:
+    ib = Inbox(max_rows=100_000, batch_rows=400, batch_age=60)
+    ib.split_rows = 400  # the tenant writer sets this from its measured throughput
+    done: list[int] = []
+    b = rows(1000)
+    b.origin = {"field": 1000}
+    b.tokens = [Durability(lambda: done.append(1))]
+    await ib.put(b)
+    parts = []
+    while (p := ib.take_nowait()) is not None:
+        parts.append(p)
+    assert [len(p) for p in parts] == [400, 400, 200]
+    assert sum(p.origin["field"] for p in parts) == 1000
+    np.testing.assert_array_equal(np.concatenate([p.key for p in parts]), np.arange(1000))
+    for p in parts[:-1]:
+        p.release()
+        assert done == []
+    parts[-1].release()
+    assert done == [1]

@@ -50,8 +50,10 @@ async def test_spool_full_drops_oldest_counts_alarms_and_recovers(
             m = d.metrics.registry
             assert tp.spool.stats.bytes <= 512 * 1024
             assert tp.spool.stats.peak_bytes <= 512 * 1024
-            dropped = m.get_sample_value("ingestd_spool_dropped_points_total", {"tenant": "acme"})
-            assert dropped == tp.spool.stats.dropped_rows > 0
+            # counter, reason-labelled counter and events move together (one call on the event loop); the
+            # spool's own tally may be one drop ahead (an append in a worker thread, reported right after)
+            dropped = m.get_sample_value("ingestd_spool_dropped_points_total", {"tenant": "acme"}) or 0
+            assert 0 < dropped <= tp.spool.stats.dropped_rows
             assert m.get_sample_value("ingestd_points_dropped_total",
                                       {"tenant": "acme", "source": "", "reason": "spool_full"}) == dropped
             assert sum(e[2]["dropped_points"] for e in events if e[1] == "spool_full") == dropped
@@ -125,7 +127,8 @@ def test_memory_stays_bounded_while_the_database_is_down_under_load(
           f"max held {gauges['held']:.0f}")
     assert spooled >= 150_000  # the load really went to disk
     assert gauges["inbox"] <= inbox_max
-    assert gauges["held"] <= batch_max
+    # one flush: batch_max_rows, or a single larger source batch handed out in parts of ≤ inbox_max_rows
+    assert gauges["held"] <= inbox_max
     assert outage_peak - base <= 24, (base, outage_peak)  # flat: not growing with the data (~25 B/reading on disk)
     # replay holds one segment (4 MiB here, views, not copies) plus one group of ≤ 50k readings and its COPY
     # buffer, next to live writes and reconnecting pools; measured ≈ +40 MB with 1 MiB segments, +43 MB with 4 MiB

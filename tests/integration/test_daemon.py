@@ -62,6 +62,7 @@ async def test_sigterm_flushes_inboxes(apache_db: TenantDb, mosquitto: Mosquitto
     proc = DaemonProcess(cfg)
     proc.start()
     try:
+        await wait_metric(int(proc.runtime["metrics_port"]), "ingestd_source_up", 1, source="field")
         n = 1500
         await publish(mosquitto, points(prefix, n, int(time.time() * 1000)))
         await wait_metric(int(proc.runtime["metrics_port"]), "ingestd_points_received_total", n)
@@ -183,3 +184,49 @@ async def test_metrics_endpoint_exposes_the_pipeline(apache_db: TenantDb, mosqui
     for name in ("ingestd_batch_rows_bucket", "ingestd_write_seconds_bucket", "ingestd_ingest_latency_seconds_bucket",
                  "ingestd_inbox_rows", "ingestd_spool_bytes", "ingestd_tenant_db_up"):
         assert re.search(rf"^{name}\{{", text, re.M), name
+
+
+async def test_heartbeat_and_stale_after_in_the_running_daemon(apache_db: TenantDb, mosquitto: Mosquitto,
+                                                               state_dir: Path) -> None:
+    """A report-by-exception tag gets its value stored again every heartbeat while its source is up; a
+    tag that goes quiet for ``stale_after`` turns stale and gets no more heartbeats."""
+    prefix = f"h{uuid.uuid4().hex[:6]}"
+    src = mqtt_source(mosquitto, prefix, stale_after="3s",
+                      tags=[{"name": "w1.p", "deadband": 100.0, "heartbeat": "1s"}])
+    cfg = make_config(state_dir=state_dir, tenants=[{"slug": "acme", "dsn": apache_db.dsn}], sources=[src],
+                      pipeline={"batch_max_age": "100ms"})
+    async with running_daemon(cfg) as d:
+        await publish(mosquitto, [(f"{prefix}/acme/wells/w1/p", {"ts": int(time.time() * 1000), "value": 5.0})])
+        await wait_rows(apache_db, 3, timeout=10)
+        reg = d.tenants["acme"].registry
+        key = reg.index["w1.p"]
+        await eventually(lambda: bool(reg.stale[key]), timeout=10, what="tag marked stale")
+        n = apache_db.query("SELECT count(*) FROM readings")[0][0]
+        await asyncio.sleep(1.5)  # a stale tag must not get heartbeats: nothing may arrive in this window
+        assert apache_db.query("SELECT count(*) FROM readings")[0][0] == n
+    values = {r[0] for r in apache_db.query("SELECT value FROM readings")}
+    assert values == {5.0}
+
+
+async def test_rotated_dsn_secret_reconnects_on_reload(apache_db: TenantDb, mosquitto: Mosquitto,
+                                                       state_dir: Path, tmp_path: Path) -> None:
+    from tests.support.daemon import parse
+
+    other = apache_db.server.create_database()
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(apache_db.dsn + "\n")
+    prefix = f"r{uuid.uuid4().hex[:6]}"
+    cfg = make_config(state_dir=state_dir, tenants=[{"slug": "acme", "dsn": f"file:{dsn_file}"}],
+                      sources=[mqtt_source(mosquitto, prefix)])
+    try:
+        async with running_daemon(cfg) as d:
+            await publish(mosquitto, points(prefix, 5, int(time.time() * 1000)))
+            await wait_rows(apache_db, 5)
+            dsn_file.write_text(apache_db.server.dsn(other) + "\n")  # the secret rotates; the config text does not
+            await d.apply_config(parse(cfg))
+            await publish(mosquitto, points(prefix, 7, int(time.time() * 1000) + 10_000))
+            from tests.conftest import TenantDb as Db
+
+            await wait_rows(Db("apache", apache_db.server, other), 7)
+    finally:
+        apache_db.server.drop_database(other)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-# tests/support starts servers with log files it never closes; when the garbage collector finalises
-# one while pytest's unraisable hook imports tracemalloc for the first time, that import is circular
-# and the test errors at random. Importing tracemalloc first removes the race.
-import tracemalloc  # noqa: F401
 from collections.abc import Iterator
 
 import pytest

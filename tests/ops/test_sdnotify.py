@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,33 +22,56 @@ from tests.support.mosquitto import Mosquitto
 
 
 class FakeSystemd:
-    """The service manager's end of the notify socket: collects every datagram in order."""
+    """The service manager's end of the notify socket. Like systemd it reads all the time (a thread),
+    so the daemon's queue never fills; ``wait_for`` looks at what arrived since the last ``mark()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reading: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sdn-"))  # short: AF_UNIX paths are limited to 107 bytes
         self.path = self.dir / "notify"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
+        self.sock.settimeout(0.2)
         self.messages: list[dict[str, str]] = []
+        self._seen = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, daemon=True) if reading else None
+        if self._thread is not None:
+            self._thread.start()
 
-    def wait_for(self, pred: Callable[[dict[str, str]], bool], what: str, timeout: float = 30) -> dict[str, str]:
-        """Receive until a message matches (messages received meanwhile are kept in ``messages``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {what} within {timeout}s; got {self.messages}")
-            self.sock.settimeout(remaining)
+    def _read(self) -> None:
+        while not self._closed:
             try:
                 raw = self.sock.recv(4096)
-            except TimeoutError:
+            except (TimeoutError, OSError):
                 continue
             msg = dict(line.split("=", 1) for line in raw.decode().splitlines() if "=" in line)
-            self.messages.append(msg)
-            if pred(msg):
-                return msg
+            with self._cond:
+                self.messages.append(msg)
+                self._cond.notify_all()
+
+    def mark(self) -> None:
+        """Only messages received from now on count for the next ``wait_for``."""
+        with self._cond:
+            self._seen = len(self.messages)
+
+    def wait_for(self, pred: Callable[[dict[str, str]], bool], what: str, timeout: float = 30) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(self._seen, len(self.messages)):
+                    if pred(self.messages[i]):
+                        self._seen = i + 1
+                        return self.messages[i]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no {what} within {timeout}s; got {self.messages[self._seen:]}")
+                self._cond.wait(remaining)
 
     def close(self) -> None:
+        self._closed = True
+        if self._thread is not None:
+            self._thread.join(5)
         self.sock.close()
         self.path.unlink(missing_ok=True)
         self.dir.rmdir()
@@ -75,7 +99,7 @@ def test_ready_watchdog_reloading_stopping(systemd: FakeSystemd, apache_db: Tena
 
         # a valid reload: RELOADING=1 (with MONOTONIC_USEC), then READY=1 again
         proc.write_config({**cfg, "sources": [mqtt_source(mosquitto, prefix, backoff_max="3s")]})
-        systemd.messages.clear()
+        systemd.mark()
         proc.signal(signal.SIGHUP)
         reloading = systemd.wait_for(lambda m: m.get("RELOADING") == "1", "RELOADING=1")
         assert reloading["MONOTONIC_USEC"].isdigit()
@@ -84,7 +108,7 @@ def test_ready_watchdog_reloading_stopping(systemd: FakeSystemd, apache_db: Tena
 
         # an invalid file: RELOADING=1, READY=1 with a status saying it was rejected, process still up
         proc.config_path.write_text(config_toml(cfg).replace('protocol = "mqtt"', 'protocol = "mqtt"\nbogus = 1'))
-        systemd.messages.clear()
+        systemd.mark()
         proc.signal(signal.SIGHUP)
         systemd.wait_for(lambda m: m.get("RELOADING") == "1", "RELOADING=1")
         rejected = systemd.wait_for(lambda m: m.get("READY") == "1", "READY=1 after the rejected reload")
@@ -92,8 +116,9 @@ def test_ready_watchdog_reloading_stopping(systemd: FakeSystemd, apache_db: Tena
         assert proc.proc is not None and proc.proc.poll() is None
         assert "sources[0].bogus: unknown key" in proc.log_tail()
 
+        systemd.mark()
         rc = proc.terminate()
-        systemd.wait_for(lambda m: m.get("STOPPING") == "1", "STOPPING=1")  # datagrams wait in the socket
+        systemd.wait_for(lambda m: m.get("STOPPING") == "1", "STOPPING=1")
     finally:
         proc.kill()
     assert rc == 0, proc.log_tail()
@@ -121,3 +146,17 @@ def test_abstract_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
         s.settimeout(5)
         assert s.recv(100) == b"STOPPING=1"
         n.close()
+
+
+def test_a_full_notify_queue_never_blocks_the_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody reads the socket (a busy service manager): the datagram queue fills and further
+    notifications are dropped at once instead of blocking the daemon's event loop."""
+    busy = FakeSystemd(reading=False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(busy.path))
+    n = SdNotifier()
+    started = time.monotonic()
+    results = [n.watchdog() for _ in range(200)]
+    assert time.monotonic() - started < 2.0
+    assert results[0] is True and results[-1] is False
+    n.close()
+    busy.close()

@@ -20,41 +20,28 @@ import orjson
 from adapters.registry import REGISTRY
 from ingestd.config.load import IngestdConfig, parse_config
 from ingestd.daemon import Daemon
+from ingestd.sim.democonfig import toml_value
 
 __all__ = ["DaemonProcess", "config_toml", "make_config", "running_daemon", "scrape"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(type(v))
-
-
 def config_toml(data: Mapping[str, Any]) -> str:
     """Serialise a config dict to TOML (tables inline where nested; enough for tests)."""
-    lines: list[str] = []
+    def is_table_array(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and isinstance(v[0], dict)
+
+    # plain keys first: anything written after a [table] header would belong to that table
+    lines: list[str] = [f"{k} = {toml_value(v)}" for k, v in data.items()
+                        if not isinstance(v, dict) and not is_table_array(v)]
     for key, val in data.items():
         if isinstance(val, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in val.items()]
-        elif isinstance(val, list) and val and isinstance(val[0], dict):
+            lines += ["", f"[{key}]", *(f"{k} = {toml_value(v)}" for k, v in val.items())]
+        elif is_table_array(val):
             for item in val:
-                lines.append(f"[[{key}]]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
-        else:
-            lines.append(f"{key} = {_toml_value(val)}")
-        lines.append("")
-    return "\n".join(lines)
+                lines += ["", f"[[{key}]]", *(f"{k} = {toml_value(v)}" for k, v in item.items())]
+    return "\n".join(lines) + "\n"
 
 
 def make_config(*, state_dir: Path | str, tenants: list[dict[str, Any]], sources: list[dict[str, Any]] = (),  # type: ignore[assignment]
@@ -130,11 +117,11 @@ class DaemonProcess:
     def start(self, timeout: float = 60) -> dict[str, Any]:
         runtime = self.state_dir / "runtime.json"
         runtime.unlink(missing_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingestd", "run", "-c", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT, start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ingestd", "run", "-c", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT, start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

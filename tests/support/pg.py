@@ -93,9 +93,9 @@ class PgServer:
                      "-c", "timescaledb.max_background_workers=2"]
         for k, v in self.extra.items():
             args += ["-c", f"{k}={v}"]
-        log = (self.root / "server.log").open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=self.user,
-                                     start_new_session=True)
+        with (self.root / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=self.user,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

@@ -172,3 +172,12 @@ def test_version_comes_from_package_metadata() -> None:
     from importlib.metadata import version
 
     assert r.stdout.strip() == f"ingestd {version('ingestd')}"
+
+
+def test_durability_warnings() -> None:
+    cfg = parse_config(base(pipeline={"batch_max_age": "2s", "durability_deadline": "1s",
+                                      "spool": {"fsync": "never"}}), REGISTRY)
+    found = [str(w) for w in warnings(cfg)]
+    assert any(w.startswith("pipeline.batch_max_age: 2s exceeds durability_deadline 1s") for w in found)
+    assert any(w.startswith('pipeline.spool.fsync: "never"') for w in found)
+    assert not any(w.startswith("pipeline.") for w in map(str, warnings(parse_config(base(), REGISTRY))))
