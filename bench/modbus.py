@@ -224,7 +224,8 @@ def run_daemon(connections: int, seconds: float, interval: float) -> dict[str, A
 
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(connections)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE)
-    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout is not None
+    assert child.stdin is not None
     ports = json.loads(child.stdout.readline())
     pg = PgServer(timescaledb=True, fsync=True)
     pg.start()
@@ -280,7 +281,8 @@ def run_daemon(connections: int, seconds: float, interval: float) -> dict[str, A
                        if line.startswith("ingestd_source_events_total{") and 'event="overrun"' in line)
         return {
             "mode": "daemon", "devices": connections, "registers_per_device": 2 * FLOATS + WORDS,
-            "interval_s": interval, "seconds": round(wall, 2), "points_per_s": round(rows / float((t1 - t0).total_seconds())),
+            "interval_s": interval, "seconds": round(wall, 2),
+            "points_per_s": round(rows / float((t1 - t0).total_seconds())),
             "ingestd_cpu_cores": round(cpu / wall, 3), "poll_jitter_p99_s": round(float(jitter[0]), 4),
             "poll_jitter_max_s": round(float(jitter[1]), 4), "overruns": int(overruns), "bad_values": bad,
             "tags_stored": len(latest),
